@@ -1,0 +1,350 @@
+"""Runs one scenario plan against one running server with a pool of generator processes."""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from loadgen.procstat import CpuMeter, sample_group, sockstat_tcp
+from loadgen.scenarios import Plan
+from loadgen.servers import RunningServer
+from loadgen.worker import HIST_MAX_US, ConnSpec, WorkerConfig, worker_main
+
+GEN_CPU_LIMIT = 0.90  # above this a generator process, not the server, may be the bottleneck
+
+
+@dataclass(frozen=True)
+class Options:
+    procs: int
+    duration: float
+    ramp: float  # connections per second, all processes together
+    source_ips: int
+    drain_timeout: float
+    connect_timeout: float
+    p99_limit_ms: float
+    max_total_seconds: float
+    pad: int
+    durable: bool | None
+
+
+class WorkerPool:
+    def __init__(self, configs: list[WorkerConfig]) -> None:
+        ctx = mp.get_context("spawn")
+        self.pipes: list[Connection] = []
+        self.procs: list[Any] = []
+        for cfg in configs:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=worker_main, args=(cfg, child), daemon=True)
+            proc.start()
+            child.close()
+            self.pipes.append(parent)
+            self.procs.append(proc)
+        self.progress: list[dict[str, Any]] = [{} for _ in configs]
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def broadcast(self, msg: dict[str, Any]) -> None:
+        for pipe in self.pipes:
+            pipe.send(msg)
+
+    def wait_for(
+        self, event: str, timeout: float, tick: Callable[[], None] | None = None
+    ) -> list[dict[str, Any]]:
+        """One ``event`` message from every worker; progress messages are kept on the side."""
+        got: dict[int, dict[str, Any]] = {}
+        deadline = time.monotonic() + timeout
+        next_tick = time.monotonic() + 1.0
+        while len(got) < len(self.pipes):
+            now = time.monotonic()
+            if now > deadline:
+                raise TimeoutError(f"workers did not report {event!r} within {timeout:.0f}s")
+            if tick is not None and now >= next_tick:
+                tick()
+                next_tick = now + 1.0
+            for i, proc in enumerate(self.procs):
+                if not proc.is_alive() and i not in got:
+                    raise RuntimeError(f"generator process {i} died (exit {proc.exitcode})")
+            for pipe in wait(self.pipes, timeout=0.2):
+                assert isinstance(pipe, Connection)
+                i = self.pipes.index(pipe)
+                msg = pipe.recv()
+                if msg["ev"] == "progress":
+                    self.progress[i] = msg
+                elif msg["ev"] == event:
+                    got[i] = msg
+        return [got[i] for i in range(len(self.pipes))]
+
+    def pump(self, seconds: float, tick: Callable[[], None] | None = None,
+             until: Callable[[], bool] | None = None) -> None:
+        """Absorb progress messages for up to ``seconds`` (or until ``until()`` is true)."""
+        deadline = time.monotonic() + seconds
+        next_tick = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            if until is not None and until():
+                return
+            for pipe in wait(self.pipes, timeout=0.1):
+                assert isinstance(pipe, Connection)
+                msg = pipe.recv()
+                if msg["ev"] == "progress":
+                    self.progress[self.pipes.index(pipe)] = msg
+            if tick is not None and time.monotonic() >= next_tick:
+                tick()
+                next_tick = time.monotonic() + 1.0
+
+    def total(self, key: str) -> int:
+        return sum(int(p.get(key, 0)) for p in self.progress)
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            try:
+                pipe.send({"cmd": "close"})
+            except (BrokenPipeError, OSError):
+                pass
+        for proc in self.procs:
+            proc.join(5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(2)
+
+
+def _configs(plan: Plan, server: RunningServer, opts: Options) -> list[WorkerConfig]:
+    shares: list[list[ConnSpec]] = [[] for _ in range(opts.procs)]
+    for i, (sid, publishes) in enumerate(plan.conns):
+        ip = f"127.0.0.{2 + i % opts.source_ips}"
+        shares[i % opts.procs].append(ConnSpec(sid, ip, publishes))
+    return [
+        WorkerConfig(
+            index=k, host="127.0.0.1", port=server.port, path=server.target.path,
+            socketio=server.target.socketio, conns=share,
+            ramp_per_second=opts.ramp / opts.procs, connect_timeout=opts.connect_timeout,
+            kind=plan.kind, pad=opts.pad, durable=opts.durable,
+        )
+        for k, share in enumerate(shares)
+    ]
+
+
+class ScenarioRun:
+    """Drives the phases (connect, then one publishing step per rate) and builds the result."""
+
+    def __init__(self, plan: Plan, server: RunningServer, opts: Options,
+                 log: Callable[[str], None]) -> None:
+        self.plan, self.server, self.opts, self.log = plan, server, opts, log
+        self.pool = WorkerPool(_configs(plan, server, opts))
+        self.gen_cpu = CpuMeter(self.pool.pids)
+        self.started = time.monotonic()
+        self._last_tick = (time.monotonic(), sample_group(server.pgid).cpu_seconds)
+        self.phase = "start"
+        self.expected_so_far = 0
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # -- live table -------------------------------------------------------------------------
+    def tick(self) -> None:
+        now = time.monotonic()
+        srv = sample_group(self.server.pgid).cpu_seconds
+        last_t, last_cpu = self._last_tick
+        wall = now - last_t
+        self._last_tick = (now, srv)
+        gen = self.gen_cpu.fractions(wall)
+        p = self.pool
+        delivered = p.total("events") + p.total("presence")
+        self.log(
+            f"{self.server.target.name:>13} {self.phase:>10} {now - self.started:6.1f}s "
+            f"joined={p.total('joined'):>6} sent={p.total('sent'):>7} "
+            f"delivered={delivered:>9} srv_cpu={100 * (srv - last_cpu) / wall:5.0f}% "
+            f"gen_cpu={','.join(f'{100 * g:.0f}%' for g in gen.values())}"
+        )
+
+    # -- phases -----------------------------------------------------------------------------
+    def connect(self) -> dict[str, Any]:
+        before = sample_group(self.server.pgid)
+        sock_before = sockstat_tcp()
+        self.phase = "connect"
+        t0 = time.monotonic()
+        self.pool.broadcast({"cmd": "connect"})
+        budget = self.plan.connections / self.opts.ramp + self.opts.connect_timeout + 30
+        replies = self.pool.wait_for("connected", budget, self.tick)
+        ramp_seconds = time.monotonic() - t0
+        time.sleep(0.5)  # let the server settle before reading its memory
+        after = sample_group(self.server.pgid)
+        sock_after = sockstat_tcp()
+        joined = sum(r["joined"] for r in replies)
+        n = max(1, joined)
+        return {
+            "connections": self.plan.connections,
+            "joined": joined,
+            "failed": sum(r["failed"] for r in replies),
+            "errors": [e for r in replies for e in r["errors"]][:5],
+            "ramp_seconds": round(ramp_seconds, 3),
+            "server_cpu_seconds": round(after.cpu_seconds - before.cpu_seconds, 3),
+            "server_rss_before_bytes": before.rss_bytes,
+            "server_rss_after_bytes": after.rss_bytes,
+            "server_rss_per_connection_bytes": round((after.rss_bytes - before.rss_bytes) / n),
+            "tcp_mem_per_connection_bytes": round(
+                (sock_after.get("mem_bytes", 0) - sock_before.get("mem_bytes", 0)) / n
+            ),
+            "tcp_sockets_inuse_delta": sock_after.get("inuse", 0) - sock_before.get("inuse", 0),
+        }
+
+    def idle(self, seconds: float) -> dict[str, Any]:
+        self.phase = "idle"
+        before = sample_group(self.server.pgid)
+        self.pool.pump(seconds, self.tick)
+        after = sample_group(self.server.pgid)
+        return {
+            "idle_seconds": seconds,
+            "idle_server_cpu_percent": round(100 * (after.cpu_seconds - before.cpu_seconds)
+                                             / seconds, 2),
+            "lost_connections": self.pool.total("lost"),
+        }
+
+    def step(self, rate: float) -> dict[str, Any]:
+        opts, plan = self.opts, self.plan
+        per_pub = plan.per_publisher_rate(rate)
+        self.phase = f"@{rate:g}"
+        start_at = time.time() + 0.3
+        self.pool.pump(0.3)
+        srv0 = sample_group(self.server.pgid).cpu_seconds
+        gen_meter = CpuMeter(self.pool.pids)
+        t0 = time.monotonic()
+        self.pool.broadcast({"cmd": "run", "rate": per_pub, "start_at": start_at,
+                             "duration": opts.duration})
+        published_msgs = self.pool.wait_for("published", opts.duration + 30, self.tick)
+        window = time.monotonic() - t0
+        gen_fracs = list(gen_meter.fractions(window).values())
+        srv_window = sample_group(self.server.pgid).cpu_seconds - srv0
+        published: dict[str, int] = {}
+        for msg in published_msgs:
+            for sid, n in msg["per_session"].items():
+                published[sid] = published.get(sid, 0) + n
+        total_published = sum(published.values())
+        expected = plan.expected_deliveries(published)
+        self.phase = "drain"
+        counter = "presence" if plan.kind == "presence" else "events"
+
+        def drained() -> bool:
+            acks_ok = plan.kind == "presence" or self.pool.total("acks") >= total_published
+            return self.pool.total(counter) >= expected and acks_ok
+
+        t_drain = time.monotonic()
+        self.pool.pump(opts.drain_timeout, self.tick, drained)
+        drain_seconds = time.monotonic() - t_drain
+        srv_total = sample_group(self.server.pgid).cpu_seconds - srv0
+        self.pool.broadcast({"cmd": "report"})
+        reports = self.pool.wait_for("report", 60)
+        return self._step_result(rate, per_pub, window, drain_seconds, total_published,
+                                 expected, reports, srv_window, srv_total, gen_fracs)
+
+    def _step_result(self, rate: float, per_pub: float, window: float, drain: float,
+                     published: int, expected: int, reports: list[dict[str, Any]],
+                     srv_window: float, srv_total: float, gen: list[float]) -> dict[str, Any]:
+        hist = HdrHistogram(1, HIST_MAX_US, 3)
+        for r in reports:
+            hist.decode_and_add(r["histogram"])
+        counter = "presence" if self.plan.kind == "presence" else "events"
+        delivered = sum(r[counter] for r in reports)
+        acks = sum(r["acks"] for r in reports)
+        lost_conns = sum(r["lost"] for r in reports)
+        problems: list[str] = []
+        if delivered < expected:
+            problems.append(f"lost {expected - delivered} of {expected} deliveries")
+        if delivered > expected:
+            problems.append(f"{delivered - expected} unexpected extra deliveries")
+        if self.plan.kind == "event" and acks < published:
+            problems.append(f"missing {published - acks} of {published} acks")
+        if lost_conns:
+            problems.append(f"{lost_conns} connections dropped")
+        if published == 0:
+            problems.append("nothing was published")
+        invalid = [g for g in gen if g > GEN_CPU_LIMIT]
+        status = "FAILED" if problems else ("INVALID" if invalid else "OK")
+        if invalid:
+            problems.append(
+                f"generator process at {100 * max(invalid):.0f}% of a core: generator-bound"
+            )
+
+        def ms(v: float) -> float:
+            return round(v / 1000, 3)
+
+        count = hist.get_total_count()
+        return {
+            "rate": rate,
+            "rate_per_publisher": round(per_pub, 4),
+            "publish_seconds": round(window, 3),
+            "drain_seconds": round(drain, 3),
+            "published": published,
+            "expected": expected,
+            "delivered": delivered,
+            "acks": acks,
+            "deliveries_per_second": round(delivered / max(window, 1e-9), 1),
+            "latency_samples": count,
+            "p50_ms": ms(hist.get_value_at_percentile(50)) if count else None,
+            "p95_ms": ms(hist.get_value_at_percentile(95)) if count else None,
+            "p99_ms": ms(hist.get_value_at_percentile(99)) if count else None,
+            "max_ms": ms(hist.get_max_value()) if count else None,
+            "server_cpu_seconds": round(srv_total, 3),
+            "server_cpu_percent": round(100 * srv_window / max(window, 1e-9), 1),
+            "deliveries_per_server_cpu_second": (
+                round(delivered / srv_total, 1) if srv_total > 0 else None
+            ),
+            "generator_cpu_percent": [round(100 * g, 1) for g in gen],
+            "status": status,
+            "problems": problems,
+        }
+
+
+def run_plan(plan: Plan, server: RunningServer, opts: Options,
+             log: Callable[[str], None]) -> dict[str, Any]:
+    """Connect, then either idle (connections) or step through the plan's rates."""
+    run = ScenarioRun(plan, server, opts, log)
+    result: dict[str, Any] = {"target": server.target.name, "steps": []}
+    try:
+        result["connect"] = connect = run.connect()
+        if connect["joined"] < plan.connections:
+            result["status"] = "FAILED"
+            result["reason"] = f"only {connect['joined']} of {plan.connections} joined"
+            return result
+        if plan.scenario == "connections":
+            result["connect"].update(run.idle(opts.duration))
+            lost = result["connect"]["lost_connections"]
+            result["status"] = "FAILED" if lost else "OK"
+            return result
+        deadline = run.started + opts.max_total_seconds
+        for rate in plan.rates:
+            if time.monotonic() + opts.duration > deadline:
+                log(f"stopping: --max-time {opts.max_total_seconds:g}s reached")
+                break
+            step = run.step(rate)
+            result["steps"].append(step)
+            log(_step_line(server.target.name, step))
+            if step["status"] != "OK":
+                break
+            if len(plan.rates) > 1 and (step["p99_ms"] or math.inf) > opts.p99_limit_ms:
+                log(f"stopping: p99 {step['p99_ms']} ms > limit {opts.p99_limit_ms} ms")
+                break
+        statuses = [s["status"] for s in result["steps"]]
+        result["status"] = ("FAILED" if "FAILED" in statuses else
+                            "INVALID" if "INVALID" in statuses else "OK")
+        if len(plan.rates) > 1 and statuses and statuses[-1] != "OK":
+            result["stopped_by"] = statuses[-1]
+        return result
+    finally:
+        run.close()
+
+
+def _step_line(name: str, s: dict[str, Any]) -> str:
+    return (
+        f"{name:>13} {s['status']:>8} rate={s['rate']:g} delivered={s['delivered']}/"
+        f"{s['expected']} p50={s['p50_ms']}ms p99={s['p99_ms']}ms max={s['max_ms']}ms "
+        f"srv_cpu={s['server_cpu_percent']}% per_cpu_s={s['deliveries_per_server_cpu_second']}"
+    )

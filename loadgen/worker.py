@@ -1,0 +1,274 @@
+"""A generator process: opens its share of connections, publishes on command, counts.
+
+The parent (``runner``) talks to each worker over a multiprocessing pipe. Commands:
+``connect``, ``run`` (publish for a window), ``report`` (histogram + counters), ``close``.
+The worker pushes a ``progress`` message every 250 ms so the parent can draw a live table
+and detect when every expected delivery has arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import resource
+import time
+from collections import Counter
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import orjson
+from hdrh.histogram import HdrHistogram
+
+from loadgen.wsclient import Stats, WsConnection, open_connection
+
+HIST_MAX_US = 120_000_000  # two minutes
+PROGRESS_INTERVAL = 0.25
+
+
+@dataclass(frozen=True)
+class ConnSpec:
+    session_id: str
+    source_ip: str
+    publishes: bool
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    index: int
+    host: str
+    port: int
+    path: str
+    socketio: bool
+    conns: list[ConnSpec]
+    ramp_per_second: float
+    connect_timeout: float
+    kind: str  # "event" | "presence" | "none"
+    pad: int
+    durable: bool | None  # None: let the server choose (omit the field)
+
+
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def encode_histogram(latency_us: Any) -> bytes:
+    hist = HdrHistogram(1, HIST_MAX_US, 3)
+    for value, count in Counter(latency_us).items():
+        hist.record_value(min(max(int(value), 1), HIST_MAX_US), count)
+    encoded: bytes = hist.encode()
+    return encoded
+
+
+class Worker:
+    def __init__(self, cfg: WorkerConfig, pipe: Connection) -> None:
+        self.cfg = cfg
+        self.pipe = pipe
+        self.stats = Stats()
+        self.conns: list[WsConnection] = []
+        self.publishers: list[tuple[WsConnection, str]] = []
+        self.joined = 0
+        self.failed = 0
+        self.lost_after_join = 0
+        self.errors: list[str] = []
+        self.sent = 0
+        self.sent_per_session: Counter[str] = Counter()
+        self.active_publishers = 0
+        self.phase = "idle"
+        self.done = asyncio.Event()
+        self.loop = asyncio.get_running_loop()
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def send(self, msg: dict[str, Any]) -> None:
+        self.pipe.send(msg)
+
+    def _on_command(self) -> None:
+        while self.pipe.poll():
+            msg = self.pipe.recv()
+            cmd = msg["cmd"]
+            if cmd == "connect":
+                self.phase = "connect"
+                self.loop.create_task(self._connect_all())
+            elif cmd == "run":
+                self._start_run(msg["rate"], msg["start_at"], msg["duration"])
+            elif cmd == "report":
+                self.send(self._report())
+            elif cmd == "close":
+                self.done.set()
+
+    async def _progress_loop(self) -> None:
+        while not self.done.is_set():
+            s = self.stats
+            self.send(
+                {
+                    "ev": "progress",
+                    "phase": self.phase,
+                    "joined": self.joined,
+                    "failed": self.failed,
+                    "lost": self.lost_after_join,
+                    "sent": self.sent,
+                    "events": s.events,
+                    "acks": s.acks,
+                    "presence": s.presence,
+                }
+            )
+            await asyncio.sleep(PROGRESS_INTERVAL)
+
+    async def main(self) -> None:
+        self.loop.add_reader(self.pipe.fileno(), self._on_command)
+        progress = self.loop.create_task(self._progress_loop())
+        await self.done.wait()
+        progress.cancel()
+        for c in self.conns:
+            c.close()
+        await asyncio.sleep(0.2)
+
+    # -- connecting -------------------------------------------------------------------------
+    def _on_joined(self, conn: WsConnection) -> None:
+        self.joined += 1
+
+    def _on_lost(self, conn: WsConnection, reason: str) -> None:
+        if self.done.is_set():
+            return
+        if conn.joined:
+            self.lost_after_join += 1
+        else:
+            self.failed += 1
+        if len(self.errors) < 5:
+            self.errors.append(reason)
+
+    async def _open_one(self, spec: ConnSpec) -> None:
+        join = orjson.dumps({"type": "session:join", "sessionId": spec.session_id})
+        cfg = self.cfg
+
+        def factory() -> WsConnection:
+            return WsConnection(
+                cfg.host, cfg.port, cfg.path, cfg.socketio, join, self.stats,
+                self._on_joined, self._on_lost,
+            )
+
+        try:
+            conn = await asyncio.wait_for(
+                open_connection(self.loop, factory, cfg.host, cfg.port, spec.source_ip),
+                cfg.connect_timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            self.failed += 1
+            if len(self.errors) < 5:
+                self.errors.append(f"connect: {exc!r}")
+            return
+        self.conns.append(conn)
+        if spec.publishes:
+            self.publishers.append((conn, spec.session_id))
+
+    async def _connect_all(self) -> None:
+        interval = 1.0 / self.cfg.ramp_per_second
+        start = self.loop.time()
+        tasks = []
+        for i, spec in enumerate(self.cfg.conns):
+            delay = start + i * interval - self.loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(self.loop.create_task(self._open_one(spec)))
+        await asyncio.gather(*tasks)
+        deadline = self.loop.time() + self.cfg.connect_timeout
+        while self.joined + self.failed < len(self.cfg.conns) and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        self.phase = "connected"
+        self.send(
+            {
+                "ev": "connected",
+                "joined": self.joined,
+                "failed": len(self.cfg.conns) - self.joined,
+                "errors": self.errors,
+            }
+        )
+
+    # -- publishing -------------------------------------------------------------------------
+    def _start_run(self, rate: float, start_at: float, duration: float) -> None:
+        self.stats.reset()
+        self.sent = 0
+        self.sent_per_session.clear()
+        self.phase = "run"
+        live = [(c, sid) for c, sid in self.publishers if not c.closed]
+        if rate <= 0 or not live:
+            self.phase = "published"
+            self.send({"ev": "published", "per_session": {}})
+            return
+        self.active_publishers = len(live)
+        t0 = self.loop.time() + (start_at - time.time())
+        for conn, sid in live:
+            self._schedule(conn, sid, rate, t0, t0 + duration)
+
+    def _message(self, sid: str, k: int) -> bytes:
+        pad = "x" * self.cfg.pad
+        if self.cfg.kind == "presence":
+            msg: dict[str, Any] = {
+                "type": "presence:update",
+                "sessionId": sid,
+                "state": {"pt": time.time_ns(), "pad": pad},
+            }
+        else:
+            msg = {
+                "type": "event:publish",
+                "sessionId": sid,
+                "name": "bench",
+                "data": {"t": time.time_ns(), "pad": pad},
+                "ref": f"r{k}",
+            }
+            if self.cfg.durable is not None:
+                msg["durable"] = self.cfg.durable
+        return orjson.dumps(msg)
+
+    def _schedule(self, conn: WsConnection, sid: str, rate: float, t0: float, end: float) -> None:
+        interval = 1.0 / rate
+        first = t0 + random.random() * interval
+        sent = 0
+
+        def fire() -> None:
+            nonlocal sent
+            now = self.loop.time()
+            # Catch up if the loop was late, so the offered rate stays fixed.
+            while first + sent * interval <= now and first + sent * interval < end:
+                if conn.closed:
+                    break
+                conn.send_json(self._message(sid, sent))
+                sent += 1
+                self.sent += 1
+                self.sent_per_session[sid] += 1
+            nxt = first + sent * interval
+            if nxt < end and not conn.closed:
+                self.loop.call_at(nxt, fire)
+            else:
+                self.active_publishers -= 1
+                if self.active_publishers == 0:
+                    self.phase = "published"
+                    self.send({"ev": "published", "per_session": dict(self.sent_per_session)})
+
+        self.loop.call_at(first, fire)
+
+    def _report(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "ev": "report",
+            "events": s.events,
+            "acks": s.acks,
+            "presence": s.presence,
+            "sent": self.sent,
+            "lost": self.lost_after_join,
+            "protocol_errors": s.protocol_errors,
+            "errors": self.errors,
+            "histogram": encode_histogram(s.latency_us),
+        }
+
+
+def worker_main(cfg: WorkerConfig, pipe: Connection) -> None:
+    """Entry point of a spawned generator process."""
+    raise_fd_limit()
+
+    async def run() -> None:
+        await Worker(cfg, pipe).main()
+
+    asyncio.run(run())

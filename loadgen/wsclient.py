@@ -1,0 +1,246 @@
+"""A deliberately minimal WebSocket (and engine.io/socket.io-over-WebSocket) client.
+
+It exists so one generator core can drive thousands of connections: frames are parsed by
+hand from raw bytes on asyncio's Protocol callbacks, payloads are never JSON-decoded, and
+events are counted by scanning for the publisher's stamp (``"t":<ns>``). A frame may carry a
+JSON array of several messages; every stamp inside counts as one delivered event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import re
+import socket
+import time
+from array import array
+from collections.abc import Callable
+
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+EVENT_STAMP = re.compile(rb'"t":\s*(\d+)')
+PRESENCE_STAMP = re.compile(rb'"pt":\s*(\d+)')
+ZERO_MASK = b"\x00\x00\x00\x00"  # a valid mask key; XOR with it is the identity
+
+
+class Stats:
+    """Per-process counters shared by every connection of a worker."""
+
+    def __init__(self) -> None:
+        self.reset()
+        self.frames_in = 0
+
+    def reset(self) -> None:
+        self.events = 0
+        self.acks = 0
+        self.presence = 0
+        self.latency_us: array[int] = array("q")
+        self.protocol_errors = 0
+
+    def on_payload(self, payload: bytes, now_ns: int) -> None:
+        lat = self.latency_us
+        if b'"t":' in payload or b'"t": ' in payload:
+            for m in EVENT_STAMP.finditer(payload):
+                lat.append((now_ns - int(m.group(1))) // 1000)
+                self.events += 1
+        if b"event:ack" in payload:
+            self.acks += payload.count(b"event:ack")
+        if b'"pt":' in payload:
+            for m in PRESENCE_STAMP.finditer(payload):
+                lat.append((now_ns - int(m.group(1))) // 1000)
+                self.presence += 1
+
+
+def _frame(opcode: int, payload: bytes) -> bytes:
+    n = len(payload)
+    first = 0x80 | opcode
+    if n < 126:
+        head = bytes((first, 0x80 | n))
+    elif n < 65536:
+        head = bytes((first, 0xFE)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((first, 0xFF)) + n.to_bytes(8, "big")
+    return head + ZERO_MASK + payload
+
+
+class WsConnection(asyncio.Protocol):
+    """One client connection. Calls ``on_joined`` once the session:joined reply arrives."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        path: str,
+        socketio: bool,
+        join_message: bytes,
+        stats: Stats,
+        on_joined: Callable[[WsConnection], None],
+        on_lost: Callable[[WsConnection, str], None],
+    ) -> None:
+        self.host, self.port, self.path = host, port, path
+        self.socketio = socketio
+        self.join_message = join_message
+        self.stats = stats
+        self.on_joined = on_joined
+        self.on_lost = on_lost
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.fragments = bytearray()
+        self.upgraded = False
+        self.joined = False
+        self.closed = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        transport.write(request.encode())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self.closed = True
+            self.on_lost(self, repr(exc) if exc else "closed by peer")
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time_ns()
+        buf = self.buf
+        buf += data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            status = bytes(buf[: buf.find(b"\r\n")])
+            del buf[: end + 4]
+            if b" 101 " not in status + b" ":
+                self.fail(f"handshake refused: {status.decode(errors='replace')}")
+                return
+            self.upgraded = True
+            if not self.socketio:
+                self.send_text(self.join_message)
+        pos = 0
+        size = len(buf)
+        while size - pos >= 2:
+            b0 = buf[pos]
+            length = buf[pos + 1] & 0x7F
+            head = 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+                head = 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+                head = 10
+            if buf[pos + 1] & 0x80:
+                self.fail("server sent a masked frame")
+                return
+            if size - pos < head + length:
+                break
+            payload = bytes(buf[pos + head : pos + head + length])
+            pos += head + length
+            self._on_frame(b0, payload, now)
+        if pos:
+            del buf[:pos]
+
+    # -- frames -----------------------------------------------------------------------------
+    def _on_frame(self, b0: int, payload: bytes, now: int) -> None:
+        opcode = b0 & 0x0F
+        fin = b0 & 0x80
+        if opcode in (1, 2, 0):
+            if not fin:
+                self.fragments += payload
+                return
+            if self.fragments:
+                payload = bytes(self.fragments) + payload
+                self.fragments.clear()
+            self._on_message(payload, now)
+        elif opcode == 9:  # ping
+            self._write(_frame(0xA, payload))
+        elif opcode == 8:  # close
+            self._write(_frame(0x8, payload[:2]))
+            self.fail("server closed the WebSocket")
+
+    def _on_message(self, payload: bytes, now: int) -> None:
+        self.stats.frames_in += 1
+        if self.socketio:
+            kind = payload[:2]
+            if kind[:1] == b"2":  # engine.io ping -> pong
+                self.send_text(b"3")
+                return
+            if kind[:1] == b"0":  # engine.io open -> socket.io connect to namespace "/"
+                self.send_text(b"40")
+                return
+            if kind == b"40":  # socket.io connected
+                self.send_text(self.join_message)
+                return
+            if kind != b"42":
+                return
+        if not self.joined:
+            if b"session:joined" in payload:
+                self.joined = True
+                self.on_joined(self)
+            elif b'"error"' in payload:
+                self.fail(f"join failed: {payload[:200]!r}")
+            return
+        self.stats.on_payload(payload, now)
+
+    # -- sending ----------------------------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def send_text(self, payload: bytes) -> None:
+        self._write(_frame(0x1, payload))
+
+    def send_json(self, encoded: bytes) -> None:
+        """Send one protocol message (already JSON-encoded), wrapped for socket.io if needed."""
+        if self.socketio:
+            self.send_text(b'42["msg",' + encoded + b"]")
+        else:
+            self.send_text(encoded)
+
+    def fail(self, reason: str) -> None:
+        self.stats.protocol_errors += 1
+        if not self.closed:
+            self.closed = True
+            self.on_lost(self, reason)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self._write(_frame(0x8, (1000).to_bytes(2, "big")))
+            self.transport.close()
+
+
+async def open_connection(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], WsConnection],
+    host: str,
+    port: int,
+    source_ip: str,
+) -> WsConnection:
+    """TCP connect from ``source_ip`` (any 127.0.0.x) so each source address has its own
+    ephemeral port range; IP_BIND_ADDRESS_NO_PORT defers port choice to connect()."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((source_ip, 0))
+        await loop.sock_connect(sock, (host, port))
+        _, proto = await loop.create_connection(factory, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    return proto
