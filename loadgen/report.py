@@ -21,7 +21,7 @@ def add_ratios(results: list[dict[str, Any]]) -> None:
     if base is None:
         return
     base_steps = {s["rate"]: s for s in base.get("steps", [])}
-    for r, s in _rows(results):
+    for _r, s in _rows(results):
         b = base_steps.get(s["rate"])
         mine = s.get("deliveries_per_server_cpu_second")
         theirs = b.get("deliveries_per_server_cpu_second") if b else None
@@ -35,7 +35,7 @@ def add_ratios(results: list[dict[str, Any]]) -> None:
 
 def _fmt(v: Any) -> str:
     if v is None:
-        return "–"
+        return "-"
     if isinstance(v, float):
         return f"{v:,.3f}".rstrip("0").rstrip(".") if abs(v) < 100 else f"{v:,.0f}"
     if isinstance(v, int):
@@ -51,7 +51,7 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
     if meta["scenario"] == "connections":
         lines += [
             "| target | status | joined | ramp s | server RSS/conn B | TCP mem/conn B | "
-            "idle server CPU % | RSS/conn × websockets |",
+            "idle server CPU % | RSS/conn x websockets |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in results:
@@ -71,7 +71,7 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
             "end to end, over every member.",
             "",
             "| target | rate | status | delivered / expected | p50 ms | p95 ms | p99 ms | max ms"
-            " | server CPU % | deliveries per server CPU-s | × websockets | generator CPU % |",
+            " | server CPU % | deliveries per server CPU-s | x websockets | generator CPU % |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r, s in _rows(results):
@@ -84,14 +84,19 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
                 f"{_fmt(s.get('efficiency_vs_websockets'))} | "
                 f"{', '.join(_fmt(g) for g in s['generator_cpu_percent'])} |"
             )
-    problems = [(r["target"], p) for r in results for s in r.get("steps", [])
-                for p in s["problems"]]
+    problems = [
+        (r["target"], p) for r in results for s in r.get("steps", []) for p in s["problems"]
+    ]
     problems += [(r["target"], r["reason"]) for r in results if r.get("reason")]
     if problems:
         lines += ["", "## Problems", ""] + [f"- **{t}**: {p}" for t, p in problems]
-    lines += ["", "Status: OK = every expected delivery and ack arrived; FAILED = any loss; "
-              "INVALID = a generator process used > 90% of a core (generator-bound, not "
-              "the server's figure); UNAVAILABLE = target cannot run here yet.", ""]
+    lines += [
+        "",
+        "Status: OK = every expected delivery and ack arrived; FAILED = any loss; "
+        "INVALID = a generator process used > 90% of a core (generator-bound, not "
+        "the server's figure); UNAVAILABLE = target cannot run here yet.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -100,17 +105,20 @@ def _bars(title: str, items: list[tuple[str, float, str]], y0: int, width: int) 
     label_w, bar_h, gap = 230, 18, 6
     top = y0 + 26
     maxv = max((v for _, v, _ in items), default=1.0) or 1.0
-    out = [f'<text x="10" y="{y0 + 16}" font-size="14" font-weight="bold">'
-           f"{html.escape(title)}</text>"]
+    out = [
+        f'<text x="10" y="{y0 + 16}" font-size="14" font-weight="bold">{html.escape(title)}</text>'
+    ]
     for i, (label, value, color) in enumerate(items):
         y = top + i * (bar_h + gap)
         w = (width - label_w - 90) * value / maxv
-        out.append(f'<text x="{label_w - 6}" y="{y + 13}" font-size="12" text-anchor="end">'
-                   f"{html.escape(label)}</text>")
-        out.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" '
-                   f'fill="{color}"/>')
-        out.append(f'<text x="{label_w + w + 4:.1f}" y="{y + 13}" font-size="12">'
-                   f"{value:,.1f}</text>")
+        out.append(
+            f'<text x="{label_w - 6}" y="{y + 13}" font-size="12" text-anchor="end">'
+            f"{html.escape(label)}</text>"
+        )
+        out.append(f'<rect x="{label_w}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{color}"/>')
+        out.append(
+            f'<text x="{label_w + w + 4:.1f}" y="{y + 13}" font-size="12">{value:,.1f}</text>'
+        )
     return "\n".join(out), 26 + len(items) * (bar_h + gap) + 14
 
 
@@ -121,16 +129,34 @@ def svg(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
     width = 760
     panels: list[tuple[str, list[tuple[str, float, str]]]] = []
     if meta["scenario"] == "connections":
-        items = [(r["target"], float(r["connect"]["server_rss_per_connection_bytes"]),
-                  COLORS.get(r["status"], "#888"))
-                 for r in results if r.get("connect")]
+        items = [
+            (
+                r["target"],
+                float(r["connect"]["server_rss_per_connection_bytes"]),
+                COLORS.get(r["status"], "#888"),
+            )
+            for r in results
+            if r.get("connect")
+        ]
         panels.append(("server RSS per connection (bytes)", items))
     else:
         rows = _rows(results)
-        eff = [(f"{r['target']} @{s['rate']:g}", float(s["deliveries_per_server_cpu_second"] or 0),
-                COLORS.get(s["status"], "#888")) for r, s in rows]
-        p99 = [(f"{r['target']} @{s['rate']:g}", float(s["p99_ms"] or 0),
-                COLORS.get(s["status"], "#888")) for r, s in rows]
+        eff = [
+            (
+                f"{r['target']} @{s['rate']:g}",
+                float(s["deliveries_per_server_cpu_second"] or 0),
+                COLORS.get(s["status"], "#888"),
+            )
+            for r, s in rows
+        ]
+        p99 = [
+            (
+                f"{r['target']} @{s['rate']:g}",
+                float(s["p99_ms"] or 0),
+                COLORS.get(s["status"], "#888"),
+            )
+            for r, s in rows
+        ]
         panels.append(("deliveries per server CPU-second (higher is better)", eff))
         panels.append(("p99 delivery latency, ms (lower is better)", p99))
     body: list[str] = []
@@ -139,10 +165,12 @@ def svg(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
         text, used = _bars(title, items, y, width)
         body.append(text)
         y += used
-    head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y + 10}" '
-            f'font-family="sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n'
-            f'<text x="10" y="20" font-size="16">Tandem loadgen: {html.escape(meta["scenario"])}'
-            f" ({html.escape(meta['started'])}) — blue OK, amber INVALID, red FAILED</text>")
+    head = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y + 10}" '
+        f'font-family="sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n'
+        f'<text x="10" y="20" font-size="16">Tandem loadgen: {html.escape(meta["scenario"])}'
+        f" ({html.escape(meta['started'])}) — blue OK, amber INVALID, red FAILED</text>"
+    )
     return head + "\n" + "\n".join(body) + "\n</svg>\n"
 
 

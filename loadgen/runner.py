@@ -83,8 +83,12 @@ class WorkerPool:
                     got[i] = msg
         return [got[i] for i in range(len(self.pipes))]
 
-    def pump(self, seconds: float, tick: Callable[[], None] | None = None,
-             until: Callable[[], bool] | None = None) -> None:
+    def pump(
+        self,
+        seconds: float,
+        tick: Callable[[], None] | None = None,
+        until: Callable[[], bool] | None = None,
+    ) -> None:
         """Absorb progress messages for up to ``seconds`` (or until ``until()`` is true)."""
         deadline = time.monotonic() + seconds
         next_tick = time.monotonic() + 1.0
@@ -123,10 +127,17 @@ def _configs(plan: Plan, server: RunningServer, opts: Options) -> list[WorkerCon
         shares[i % opts.procs].append(ConnSpec(sid, ip, publishes))
     return [
         WorkerConfig(
-            index=k, host="127.0.0.1", port=server.port, path=server.target.path,
-            socketio=server.target.socketio, conns=share,
-            ramp_per_second=opts.ramp / opts.procs, connect_timeout=opts.connect_timeout,
-            kind=plan.kind, pad=opts.pad, durable=opts.durable,
+            index=k,
+            host="127.0.0.1",
+            port=server.port,
+            path=server.target.path,
+            socketio=server.target.socketio,
+            conns=share,
+            ramp_per_second=opts.ramp / opts.procs,
+            connect_timeout=opts.connect_timeout,
+            kind=plan.kind,
+            pad=opts.pad,
+            durable=opts.durable,
         )
         for k, share in enumerate(shares)
     ]
@@ -135,8 +146,9 @@ def _configs(plan: Plan, server: RunningServer, opts: Options) -> list[WorkerCon
 class ScenarioRun:
     """Drives the phases (connect, then one publishing step per rate) and builds the result."""
 
-    def __init__(self, plan: Plan, server: RunningServer, opts: Options,
-                 log: Callable[[str], None]) -> None:
+    def __init__(
+        self, plan: Plan, server: RunningServer, opts: Options, log: Callable[[str], None]
+    ) -> None:
         self.plan, self.server, self.opts, self.log = plan, server, opts, log
         self.pool = WorkerPool(_configs(plan, server, opts))
         self.gen_cpu = CpuMeter(self.pool.pids)
@@ -203,8 +215,9 @@ class ScenarioRun:
         after = sample_group(self.server.pgid)
         return {
             "idle_seconds": seconds,
-            "idle_server_cpu_percent": round(100 * (after.cpu_seconds - before.cpu_seconds)
-                                             / seconds, 2),
+            "idle_server_cpu_percent": round(
+                100 * (after.cpu_seconds - before.cpu_seconds) / seconds, 2
+            ),
             "lost_connections": self.pool.total("lost"),
         }
 
@@ -217,8 +230,9 @@ class ScenarioRun:
         srv0 = sample_group(self.server.pgid).cpu_seconds
         gen_meter = CpuMeter(self.pool.pids)
         t0 = time.monotonic()
-        self.pool.broadcast({"cmd": "run", "rate": per_pub, "start_at": start_at,
-                             "duration": opts.duration})
+        self.pool.broadcast(
+            {"cmd": "run", "rate": per_pub, "start_at": start_at, "duration": opts.duration}
+        )
         published_msgs = self.pool.wait_for("published", opts.duration + 30, self.tick)
         window = time.monotonic() - t0
         gen_fracs = list(gen_meter.fractions(window).values())
@@ -242,12 +256,32 @@ class ScenarioRun:
         srv_total = sample_group(self.server.pgid).cpu_seconds - srv0
         self.pool.broadcast({"cmd": "report"})
         reports = self.pool.wait_for("report", 60)
-        return self._step_result(rate, per_pub, window, drain_seconds, total_published,
-                                 expected, reports, srv_window, srv_total, gen_fracs)
+        return self._step_result(
+            rate,
+            per_pub,
+            window,
+            drain_seconds,
+            total_published,
+            expected,
+            reports,
+            srv_window,
+            srv_total,
+            gen_fracs,
+        )
 
-    def _step_result(self, rate: float, per_pub: float, window: float, drain: float,
-                     published: int, expected: int, reports: list[dict[str, Any]],
-                     srv_window: float, srv_total: float, gen: list[float]) -> dict[str, Any]:
+    def _step_result(
+        self,
+        rate: float,
+        per_pub: float,
+        window: float,
+        drain: float,
+        published: int,
+        expected: int,
+        reports: list[dict[str, Any]],
+        srv_window: float,
+        srv_total: float,
+        gen: list[float],
+    ) -> dict[str, Any]:
         hist = HdrHistogram(1, HIST_MAX_US, 3)
         for r in reports:
             hist.decode_and_add(r["histogram"])
@@ -303,8 +337,9 @@ class ScenarioRun:
         }
 
 
-def run_plan(plan: Plan, server: RunningServer, opts: Options,
-             log: Callable[[str], None]) -> dict[str, Any]:
+def run_plan(
+    plan: Plan, server: RunningServer, opts: Options, log: Callable[[str], None]
+) -> dict[str, Any]:
     """Connect, then either idle (connections) or step through the plan's rates."""
     run = ScenarioRun(plan, server, opts, log)
     result: dict[str, Any] = {"target": server.target.name, "steps": []}
@@ -333,8 +368,9 @@ def run_plan(plan: Plan, server: RunningServer, opts: Options,
                 log(f"stopping: p99 {step['p99_ms']} ms > limit {opts.p99_limit_ms} ms")
                 break
         statuses = [s["status"] for s in result["steps"]]
-        result["status"] = ("FAILED" if "FAILED" in statuses else
-                            "INVALID" if "INVALID" in statuses else "OK")
+        result["status"] = (
+            "FAILED" if "FAILED" in statuses else "INVALID" if "INVALID" in statuses else "OK"
+        )
         if len(plan.rates) > 1 and statuses and statuses[-1] != "OK":
             result["stopped_by"] = statuses[-1]
         return result

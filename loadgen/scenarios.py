@@ -37,9 +37,7 @@ class Plan:
 
 def _interleaved(sessions: int, members: int, publishes: bool) -> list[tuple[str, bool]]:
     """Member k of every session joins before member k+1 of any, so rooms fill evenly."""
-    return [
-        (f"s{s}", publishes) for _m in range(members) for s in range(sessions)
-    ]
+    return [(f"s{s}", publishes) for _m in range(members) for s in range(sessions)]
 
 
 def step_rates(start: float, limit: float) -> list[float]:
@@ -66,8 +64,13 @@ def build_plan(
         size = members or 10
         count = max(1, -(-n // size))
         plan_conns = [(f"s{i // size}", False) for i in range(n)]
-        return Plan(scenario, {f"s{s}": 0 for s in range(count)} | _sizes(plan_conns), plan_conns,
-                    "none", "-")
+        return Plan(
+            scenario,
+            {f"s{s}": 0 for s in range(count)} | _sizes(plan_conns),
+            plan_conns,
+            "none",
+            "-",
+        )
     if scenario == "fanout":
         m = members or 100
         plan_conns = [("s0", i == 0) for i in range(m)]
@@ -77,14 +80,21 @@ def build_plan(
         m = members or 20
         s = sessions or 50
         plan_conns = _interleaved(s, m, True)
-        return Plan(scenario, _sizes(plan_conns), plan_conns, "event", "events/s per room",
-                    [rate or 10.0])
+        return Plan(
+            scenario, _sizes(plan_conns), plan_conns, "event", "events/s per room", [rate or 10.0]
+        )
     if scenario == "presence":
         m = members or 20
         s = sessions or 10
         plan_conns = _interleaved(s, m, True)
-        return Plan(scenario, _sizes(plan_conns), plan_conns, "presence",
-                    "presence updates/s per member", [rate or 20.0])
+        return Plan(
+            scenario,
+            _sizes(plan_conns),
+            plan_conns,
+            "presence",
+            "presence updates/s per member",
+            [rate or 20.0],
+        )
     raise ValueError(f"unknown scenario {scenario!r}")
 
 

@@ -93,7 +93,7 @@ class RunningServer:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         if target.name == "tandem":
             env.setdefault("TANDEM_PROFILE", "dev")
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(log_path, "wb")  # closed in stop()
         self.proc = subprocess.Popen(
             target.command(self.port),
             cwd=NODE_DIR if target.name.startswith("node-") else REPO_ROOT,

@@ -78,6 +78,7 @@ class Worker:
         self.active_publishers = 0
         self.phase = "idle"
         self.done = asyncio.Event()
+        self.settled = asyncio.Event()  # every connection has joined or failed
         self.loop = asyncio.get_running_loop()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -126,8 +127,13 @@ class Worker:
         await asyncio.sleep(0.2)
 
     # -- connecting -------------------------------------------------------------------------
+    def _check_settled(self) -> None:
+        if self.joined + self.failed >= len(self.cfg.conns):
+            self.settled.set()
+
     def _on_joined(self, conn: WsConnection) -> None:
         self.joined += 1
+        self._check_settled()
 
     def _on_lost(self, conn: WsConnection, reason: str) -> None:
         if self.done.is_set():
@@ -136,6 +142,7 @@ class Worker:
             self.lost_after_join += 1
         else:
             self.failed += 1
+            self._check_settled()
         if len(self.errors) < 5:
             self.errors.append(reason)
 
@@ -145,8 +152,14 @@ class Worker:
 
         def factory() -> WsConnection:
             return WsConnection(
-                cfg.host, cfg.port, cfg.path, cfg.socketio, join, self.stats,
-                self._on_joined, self._on_lost,
+                cfg.host,
+                cfg.port,
+                cfg.path,
+                cfg.socketio,
+                join,
+                self.stats,
+                self._on_joined,
+                self._on_lost,
             )
 
         try:
@@ -156,6 +169,7 @@ class Worker:
             )
         except (OSError, TimeoutError) as exc:
             self.failed += 1
+            self._check_settled()
             if len(self.errors) < 5:
                 self.errors.append(f"connect: {exc!r}")
             return
@@ -173,9 +187,11 @@ class Worker:
                 await asyncio.sleep(delay)
             tasks.append(self.loop.create_task(self._open_one(spec)))
         await asyncio.gather(*tasks)
-        deadline = self.loop.time() + self.cfg.connect_timeout
-        while self.joined + self.failed < len(self.cfg.conns) and self.loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        self._check_settled()
+        try:
+            await asyncio.wait_for(self.settled.wait(), self.cfg.connect_timeout)
+        except TimeoutError:
+            pass  # reported below as failed joins
         self.phase = "connected"
         self.send(
             {

@@ -180,7 +180,7 @@ class WsConnection(asyncio.Protocol):
                 self.send_text(b"40")
                 return
             if kind == b"40":  # socket.io connected
-                self.send_text(self.join_message)
+                self.send_json(self.join_message)
                 return
             if kind != b"42":
                 return

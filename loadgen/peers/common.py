@@ -66,8 +66,12 @@ class Hub(Generic[C]):
             "userId": user_id,
             "ts": time.time_ns() // 1_000_000,
         }
-        ack = {"type": "event:ack", "ref": msg.get("ref"), "sessionId": session.id,
-               "seq": session.seq}
+        ack = {
+            "type": "event:ack",
+            "ref": msg.get("ref"),
+            "sessionId": session.id,
+            "seq": session.seq,
+        }
         return session, event, ack
 
     def presence(
@@ -76,8 +80,12 @@ class Hub(Generic[C]):
         session = self.sessions.get(msg.get("sessionId", ""))
         if session is None:
             return None
-        update = {"type": "presence", "sessionId": session.id, "userId": user_id,
-                  "state": msg.get("state")}
+        update = {
+            "type": "presence",
+            "sessionId": session.id,
+            "userId": user_id,
+            "state": msg.get("state"),
+        }
         return session, update
 
     def leave_all(self, conn: C) -> None:

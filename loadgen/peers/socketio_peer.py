@@ -18,18 +18,18 @@ hub: Hub[str] = Hub()
 users: dict[str, str] = {}
 
 
-@sio.event
+@sio.event  # type: ignore[untyped-decorator]
 async def connect(sid: str, environ: dict[str, Any]) -> None:
     users[sid] = new_user_id()
 
 
-@sio.event
+@sio.event  # type: ignore[untyped-decorator]
 async def disconnect(sid: str, *args: Any) -> None:
     hub.leave_all(sid)
     users.pop(sid, None)
 
 
-@sio.on("msg")
+@sio.on("msg")  # type: ignore[untyped-decorator]
 async def on_msg(sid: str, msg: dict[str, Any]) -> None:
     user_id = users[sid]
     kind = msg.get("type")
@@ -58,8 +58,13 @@ def main() -> None:
     port = parse_port(__doc__ or "")
     print(f"PORT {port}", flush=True)
     uvicorn.run(
-        socketio.ASGIApp(sio), host="127.0.0.1", port=port, log_level="warning",
-        ws="websockets", ws_per_message_deflate=False, lifespan="off",
+        socketio.ASGIApp(sio),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        ws="websockets",
+        ws_per_message_deflate=False,
+        lifespan="off",
     )
 
 

@@ -66,8 +66,14 @@ async def handler(request: WebSocketRequest) -> None:
 async def main(port: int) -> None:
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
-            partial(serve_websocket, handler, "127.0.0.1", port, ssl_context=None,
-                    max_message_size=1 << 20)
+            partial(
+                serve_websocket,
+                handler,
+                "127.0.0.1",
+                port,
+                ssl_context=None,
+                max_message_size=1 << 20,
+            )
         )
         bound = server.port
         print(f"PORT {bound}", flush=True)
