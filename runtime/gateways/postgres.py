@@ -1,0 +1,296 @@
+"""PostgreSQL implementations of the stores (tables from ``migrations/0001_core.sql``).
+
+Values follow the rules in ``runtime.gateways.memory`` (``encode_json``,
+``normalize_ts``, ``check_batch``) so both implementations behave the same.
+
+Cancellation: each method is one transaction on a worker thread of the
+``DatabaseGateway``; a cancelled call returns at once and its transaction is
+cancelled server-side and rolled back, unless it had already committed (the
+caller cannot tell which, see ``EventStore``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from runtime.gateways.database import DatabaseGateway, Row
+from runtime.gateways.memory import (
+    MemberRecord,
+    SeqConflict,
+    SessionExists,
+    SessionNotFound,
+    SessionRecord,
+    check_batch,
+    check_text,
+    decode_json,
+    encode_json,
+    trim_boundary,
+    ts_to_datetime,
+)
+from runtime.gateways.store import JSON, SessionHead, StoredEvent
+
+Conn = psycopg.Connection[Any]
+
+
+class PostgresEventStore:
+    """``EventStore`` over ``session_events``; the head lives in ``sessions.last_seq``."""
+
+    def __init__(self, db: DatabaseGateway) -> None:
+        self._db = db
+
+    async def load_head(self, session_id: str) -> SessionHead:
+        row = await self._db.fetch_one(
+            "SELECT s.last_seq,"
+            " (SELECT min(e.seq) FROM session_events e WHERE e.session_id = s.id)"
+            " FROM sessions s WHERE s.id = %s",
+            (session_id,),
+        )
+        if row is None:
+            return SessionHead(0, 1)
+        last_seq = int(row[0])
+        return SessionHead(last_seq, last_seq + 1 if row[1] is None else int(row[1]))
+
+    async def append(self, events: Sequence[StoredEvent]) -> None:
+        """Write ``events`` in one transaction (all or none).
+
+        Raises ``SeqConflict`` if a session's first seq is not its head + 1 (e.g. a
+        second actor for the same session won the race), ``UnstorableValue`` for
+        data PostgreSQL cannot keep. The head moves in the same transaction.
+        """
+        if not events:
+            return
+        groups = check_batch(events)
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        for e in events:
+            for column, value in zip(
+                columns,
+                (e.session_id, e.seq, e.name, encode_json(e.data), e.user_id, ts_to_datetime(e.ts)),
+                strict=True,
+            ):
+                column.append(value)
+        heads = [(sid, g[0].seq - 1, g[-1].seq) for sid, g in groups.items()]
+
+        def work(conn: Conn) -> None:
+            for session_id, prev, last in heads:
+                _advance_head(conn, session_id, prev, last)
+            # One statement for the whole batch, whatever its size.
+            conn.execute(
+                "INSERT INTO session_events (session_id, seq, name, data, user_id, ts)"
+                " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[],"
+                " %s::text[]::jsonb[], %s::text[], %s::timestamptz[])",
+                columns,
+            )
+
+        await self._db.run_in_transaction(work)
+
+    async def read_since(self, session_id: str, after_seq: int, limit: int) -> list[StoredEvent]:
+        if limit <= 0:
+            return []
+        rows = await self._db.fetch_all(
+            "SELECT seq, name, data::text, user_id, ts FROM session_events"
+            " WHERE session_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+            (session_id, after_seq, limit),
+        )
+        return [
+            StoredEvent(session_id, int(seq), name, decode_json(data), user_id, ts.timestamp())
+            for seq, name, data, user_id, ts in rows
+        ]
+
+    async def trim(
+        self, session_id: str, keep_last: int | None = None, older_than_s: float | None = None
+    ) -> int:
+        """Delete a prefix of the stream; return how many events went.
+
+        Events go if more than ``keep_last`` newer ones exist, or if they are at or
+        before the newest event older than ``older_than_s`` seconds (either rule
+        suffices). The head (``last_seq``) never moves back, so seqs are not reused.
+        """
+        trim_boundary(0, keep_last, None)  # validate before touching the database
+        cutoff = None if older_than_s is None else ts_to_datetime(time.time() - older_than_s)
+
+        def work(conn: Conn) -> int:
+            row = conn.execute(
+                "SELECT last_seq FROM sessions WHERE id = %s FOR UPDATE", (session_id,)
+            ).fetchone()
+            if row is None:
+                return 0
+            newest_old = None
+            if cutoff is not None:
+                found = conn.execute(
+                    "SELECT max(seq) FROM session_events WHERE session_id = %s AND ts < %s",
+                    (session_id, cutoff),
+                ).fetchone()
+                newest_old = None if found is None or found[0] is None else int(found[0])
+            boundary = trim_boundary(int(row[0]), keep_last, newest_old)
+            if boundary <= 0:
+                return 0
+            return conn.execute(
+                "DELETE FROM session_events WHERE session_id = %s AND seq <= %s",
+                (session_id, boundary),
+            ).rowcount
+
+        return await self._db.run_in_transaction(work)
+
+
+def _advance_head(conn: Conn, session_id: str, prev: int, last: int) -> None:
+    """Move ``sessions.last_seq`` from ``prev`` to ``last`` or raise ``SeqConflict``.
+
+    The row lock taken here serialises concurrent appends to one session.
+    """
+    moved = conn.execute(
+        "UPDATE sessions SET last_seq = %s WHERE id = %s AND last_seq = %s",
+        (last, session_id, prev),
+    ).rowcount
+    if moved == 1:
+        return
+    if prev == 0:
+        # A session's first append may come before anyone created its row.
+        created = conn.execute(
+            "INSERT INTO sessions (id, last_seq) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING",
+            (session_id, last),
+        ).rowcount
+        if created == 1:
+            return
+    head = conn.execute("SELECT last_seq FROM sessions WHERE id = %s", (session_id,)).fetchone()
+    current = 0 if head is None else int(head[0])
+    raise SeqConflict(f"session {session_id}: seq {prev + 1} after {current}")
+
+
+_SESSION_COLUMNS = (
+    "id, metadata::text, last_seq, created_at, updated_at, deleted_at"  # keep in _session()
+)
+
+
+def _session(row: Row) -> SessionRecord:
+    sid, metadata, last_seq, created, updated, deleted = row
+    return SessionRecord(
+        id=sid,
+        metadata=decode_json(metadata),
+        last_seq=int(last_seq),
+        created_at=created.timestamp(),
+        updated_at=updated.timestamp(),
+        deleted_at=None if deleted is None else deleted.timestamp(),
+    )
+
+
+def _member(row: Row) -> MemberRecord:
+    session_id, user_id, role, joined = row
+    return MemberRecord(session_id, user_id, role, joined.timestamp())
+
+
+class PostgresSessionRepository:
+    """Sessions and their members. Soft-deleted sessions are hidden unless asked for."""
+
+    def __init__(self, db: DatabaseGateway) -> None:
+        self._db = db
+
+    async def create(self, session_id: str, metadata: JSON = None) -> SessionRecord:
+        """Raises ``SessionExists`` if the id was ever used (soft-deleted included)."""
+        check_text(session_id)
+        encoded = encode_json({} if metadata is None else metadata)
+
+        def work(conn: Conn) -> Row | None:
+            row: Row | None = conn.execute(
+                "INSERT INTO sessions (id, metadata) VALUES (%s, %s::jsonb)"
+                " ON CONFLICT (id) DO NOTHING RETURNING " + _SESSION_COLUMNS,
+                (session_id, encoded),
+            ).fetchone()
+            return row
+
+        row = await self._db.run_in_transaction(work)
+        if row is None:
+            raise SessionExists(session_id)
+        return _session(row)
+
+    async def get(self, session_id: str, *, include_deleted: bool = False) -> SessionRecord | None:
+        row = await self._db.fetch_one(
+            "SELECT " + _SESSION_COLUMNS + " FROM sessions"
+            " WHERE id = %s AND (%s OR deleted_at IS NULL)",
+            (session_id, include_deleted),
+        )
+        return None if row is None else _session(row)
+
+    async def list_sessions(
+        self, *, after: str | None = None, limit: int = 100, include_deleted: bool = False
+    ) -> list[SessionRecord]:
+        """Sessions ordered by id, starting after the cursor ``after`` (an id)."""
+        if limit <= 0:
+            return []
+        rows = await self._db.fetch_all(
+            "SELECT " + _SESSION_COLUMNS + " FROM sessions"
+            " WHERE (%s::text IS NULL OR id > %s) AND (%s OR deleted_at IS NULL)"
+            " ORDER BY id LIMIT %s",
+            (after, after, include_deleted, limit),
+        )
+        return [_session(r) for r in rows]
+
+    async def update_metadata(self, session_id: str, metadata: JSON) -> SessionRecord:
+        """Replace the metadata; raises ``SessionNotFound`` if missing or deleted."""
+        encoded = encode_json(metadata)
+
+        def work(conn: Conn) -> Row | None:
+            row: Row | None = conn.execute(
+                "UPDATE sessions SET metadata = %s::jsonb, updated_at = now()"
+                " WHERE id = %s AND deleted_at IS NULL RETURNING " + _SESSION_COLUMNS,
+                (encoded, session_id),
+            ).fetchone()
+            return row
+
+        row = await self._db.run_in_transaction(work)
+        if row is None:
+            raise SessionNotFound(session_id)
+        return _session(row)
+
+    async def soft_delete(self, session_id: str) -> bool:
+        """Hide the session (its events and members stay); False if already gone."""
+        count = await self._db.execute(
+            "UPDATE sessions SET deleted_at = now(), updated_at = now()"
+            " WHERE id = %s AND deleted_at IS NULL",
+            (session_id,),
+        )
+        return count == 1
+
+    async def add_member(self, session_id: str, user_id: str, role: str) -> MemberRecord:
+        """Add ``user_id`` or change its role (keeping ``joined_at``)."""
+        check_text(user_id, role)
+
+        def work(conn: Conn) -> Row | None:
+            row: Row | None = conn.execute(
+                "INSERT INTO session_members (session_id, user_id, role)"
+                " SELECT id, %s, %s FROM sessions WHERE id = %s AND deleted_at IS NULL"
+                " ON CONFLICT (session_id, user_id) DO UPDATE SET role = EXCLUDED.role"
+                " RETURNING session_id, user_id, role, joined_at",
+                (user_id, role, session_id),
+            ).fetchone()
+            return row
+
+        row = await self._db.run_in_transaction(work)
+        if row is None:
+            raise SessionNotFound(session_id)
+        return _member(row)
+
+    async def remove_member(self, session_id: str, user_id: str) -> bool:
+        count = await self._db.execute(
+            "DELETE FROM session_members WHERE session_id = %s AND user_id = %s",
+            (session_id, user_id),
+        )
+        return count == 1
+
+    async def list_members(self, session_id: str) -> list[MemberRecord]:
+        rows = await self._db.fetch_all(
+            "SELECT session_id, user_id, role, joined_at FROM session_members"
+            " WHERE session_id = %s ORDER BY user_id",
+            (session_id,),
+        )
+        return [_member(r) for r in rows]
+
+    async def get_member_role(self, session_id: str, user_id: str) -> str | None:
+        row = await self._db.fetch_one(
+            "SELECT role FROM session_members WHERE session_id = %s AND user_id = %s",
+            (session_id, user_id),
+        )
+        return None if row is None else str(row[0])
