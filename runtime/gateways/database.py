@@ -101,19 +101,25 @@ def _is_broken(conn: psycopg.Connection[Any] | None, exc: BaseException) -> bool
     return conn is None or conn.closed or conn.broken
 
 
-def _check_quiet_socket(conn: psycopg.Connection[Any]) -> None:
-    """Pool ``check`` callback, run when a connection is handed out.
+def _alive(conn: psycopg.Connection[Any]) -> bool:
+    """Whether a connection just taken from the pool is usable; closes it if not.
 
     An idle connection's socket has nothing to read unless the server spoke: a
     terminated backend or a restarting server sends a FATAL error and closes it.
-    So a single poll() finds connections killed while idle, with no round trip in
-    the common case; a readable one gets a real check (raising discards it and
-    the pool hands out another).
+    One poll() finds those with no round trip in the common case; only a readable
+    socket gets a real check. (Not the pool's ``check`` hook: after a failed
+    check the pool backs off for a second or more.)
     """
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN)
-    if poller.poll(0):
+    if not poller.poll(0):
+        return True
+    try:
         psycopg_pool.ConnectionPool.check_connection(conn)
+        return True
+    except psycopg.Error:
+        conn.close()  # the pool discards closed connections when they come back
+        return False
 
 
 class DatabaseGateway:
@@ -253,19 +259,25 @@ class DatabaseGateway:
     ) -> T:
         conn: psycopg.Connection[Any] | None = None
         try:
-            with self._pool.connection() as conn:
-                with running.lock:
-                    if running.cancelled:  # the caller left while we waited for a connection
-                        raise _Abandoned
-                    running.conn = conn
-                try:
-                    if not wrap:
-                        return fn(conn)
-                    with conn.transaction():
-                        return fn(conn)
-                finally:
+            # Skip connections that died while idle (each try drops one), so a
+            # request after a restart does not fail on a stale connection.
+            for _ in range(self._max_size + 1):
+                with self._pool.connection() as conn:
+                    if not _alive(conn):
+                        continue
                     with running.lock:
-                        running.conn = None
+                        if running.cancelled:  # the caller left while we waited
+                            raise _Abandoned
+                        running.conn = conn
+                    try:
+                        if not wrap:
+                            return fn(conn)
+                        with conn.transaction():
+                            return fn(conn)
+                    finally:
+                        with running.lock:
+                            running.conn = None
+            raise psycopg.OperationalError("no live connection in the pool")
         except psycopg.errors.QueryCanceled as exc:
             if not _is_broken(conn, exc):
                 raise StatementTimeout(str(exc)) from exc
@@ -334,7 +346,6 @@ async def open_database_gateway(
         reconnect_timeout=0,  # 0 = keep trying to reconnect forever in the background
         kwargs={"options": settings, "connect_timeout": max(1, int(connect_timeout_s))},
         name="tandem",
-        check=_check_quiet_socket,
     )
 
     def open_pool() -> None:
