@@ -103,9 +103,8 @@ async def test_capacity_limit_and_health(database_url: str) -> None:
         with trio.fail_after(10):
             async with trio.open_nursery() as nursery:
                 for i in range(6):
-                    nursery.start_soon(
-                        lambda i=i: _append_result(db, results, f"SELECT {i}, pg_sleep(0.05)")
-                    )
+                    sql = f"SELECT {i}, pg_sleep(0.05)"
+                    nursery.start_soon(_append_result, db, results, sql)
         assert sorted(r[0] for r in results) == list(range(6))
         assert db.health().pool_size <= 2
 
@@ -172,7 +171,7 @@ async def test_concurrent_migrations_do_not_race(database_url: str, pg_options: 
             trio.open_nursery() as nursery,
         ):
             for gw in (a, b, a, b):
-                nursery.start_soon(lambda gw=gw: _migrate_into(gw, results))
+                nursery.start_soon(_migrate_into, gw, results)
     all_versions = [m.version for m in load_migrations()]
     assert sorted(v for r in results for v in r) == all_versions
 
