@@ -1,0 +1,120 @@
+"""Messages between actors, and the handle through which actors reach a client.
+
+Every message is a small frozen attrs class; actors never call into each
+other's state. ``Peer`` is what a session knows of a client connection: a
+non-blocking way to hand it frames, like a reply channel in OTP.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import attrs
+
+from runtime.actor import Fail
+from runtime.protocol.frames import SharedFrame
+from runtime.protocol.messages import Ref
+
+JSON = Any
+
+
+class Peer(Protocol):
+    """A client connection as actors see it. Every method returns at once."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def user_id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def send_shared(self, frame: SharedFrame) -> None:
+        """Queue a frame built once for many members (past the outbound bound: disconnect)."""
+
+    def send(self, message: dict[str, JSON]) -> None:
+        """Queue one message for this connection only."""
+
+    def session_lost(self, session_id: str, reason: str) -> None:
+        """The session actor stopped without the client leaving (crash, shutdown)."""
+
+
+# --- to a session actor ------------------------------------------------------------
+
+
+@attrs.frozen
+class JoinSession:
+    peer: Peer
+    since: int | None
+    ref: Ref
+
+
+@attrs.frozen
+class LeaveSession:
+    peer: Peer
+    ref: Ref
+    reply: bool = True  # False when the connection is gone and nobody is listening
+
+
+@attrs.frozen
+class PublishEvent:
+    peer: Peer
+    name: str
+    data: JSON
+    durable: bool
+    ref: Ref
+
+
+@attrs.frozen
+class PresenceChanged:
+    """From the session's presence actor: what changed, as participant entries."""
+
+    joined: list[JSON]
+    left: list[str]
+    updated: list[JSON]
+
+
+SessionMessage = JoinSession | LeaveSession | PublishEvent | PresenceChanged | Fail
+
+
+# --- to a presence actor (coalesced per connection id) -----------------------------
+
+
+@attrs.frozen
+class Track:
+    user_id: str
+    name: str
+    state: JSON = None
+
+
+@attrs.frozen
+class Untrack:
+    pass
+
+
+@attrs.frozen
+class SetPresence:
+    state: JSON
+
+
+PresenceMessage = Track | Untrack | SetPresence
+
+
+def merge_presence(old: PresenceMessage, new: PresenceMessage) -> PresenceMessage | None:
+    """Coalesce two queued presence messages of one connection (last one wins).
+
+    Track then SetPresence is a Track with that state; anything then Untrack is
+    an Untrack, except Track then Untrack, which cancel out; SetPresence then
+    SetPresence keeps the newer.
+    """
+    if isinstance(new, Untrack):
+        return None if isinstance(old, Track) else new
+    if isinstance(old, Untrack):
+        return old  # nothing after leaving counts
+    if isinstance(new, SetPresence) and isinstance(old, Track):
+        return Track(old.user_id, old.name, new.state)
+    return new

@@ -1,0 +1,122 @@
+"""PresenceActor: who is in one session, with per-connection state merged per user.
+
+Its mailbox coalesces per connection (last update wins) and never blocks a
+sender, so a cursor storm costs memory bounded by the number of connections.
+Changes go to the session actor, which broadcasts them in its stream, at most
+once per ``flush_interval``: under load many updates share one broadcast;
+when quiet, an update goes out at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+
+from actors.messages import PresenceChanged, PresenceMessage, SetPresence, Track, Untrack
+from actors.presence.state import Changes, PresenceState
+from runtime.mailbox import CoalescingMailbox
+
+
+@attrs.frozen
+class PresenceConfig:
+    away_after: float = 60.0
+    flush_interval: float = 0.02
+    passivate_after: float = 300.0
+
+
+class PresenceActor:
+    def __init__(
+        self,
+        session_id: str,
+        mailbox: CoalescingMailbox[str, PresenceMessage],
+        *,
+        publish: Callable[[PresenceChanged], Awaitable[None]],
+        config: PresenceConfig,
+    ) -> None:
+        self.session_id = session_id
+        self._mailbox = mailbox
+        self._publish = publish
+        self._config = config
+        self._state = PresenceState(away_after=config.away_after)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Apply coalesced updates and publish changes until passivation or shutdown.
+
+        A restarted presence actor starts empty; the session re-tracks nobody,
+        so presence heals as members update or rejoin (a crash here is rare and
+        never touches the event stream).
+        """
+        task_status.started()
+        tick = max(self._config.away_after / 4, 0.05)
+        idle_since = trio.current_time()
+        last_flush = -math.inf
+        while True:
+            batch: list[tuple[str, PresenceMessage]] | None = None
+            with trio.move_on_after(tick):
+                try:
+                    batch = await self._mailbox.receive_all()
+                except trio.EndOfChannel:
+                    return
+            now = trio.current_time()
+            if batch is None:
+                await self._send(self._state.mark_away(now))
+                if self._state.connection_count() == 0 and self._mailbox.depth == 0:
+                    if now - idle_since >= self._config.passivate_after:
+                        self._mailbox.close()
+                        return
+                continue
+            idle_since = now
+            await self._send(self._apply(batch, now))
+            # Rate-limit broadcasts: what arrives meanwhile is coalesced in the mailbox.
+            wait = last_flush + self._config.flush_interval - now
+            last_flush = max(now, last_flush + self._config.flush_interval)
+            if wait > 0:
+                await trio.sleep(wait)
+
+    def _apply(self, batch: list[tuple[str, PresenceMessage]], now: float) -> Changes:
+        joined: dict[str, None] = {}
+        left: dict[str, None] = {}
+        updated: dict[str, None] = {}
+        for conn_id, message in batch:
+            if isinstance(message, Track):
+                changes = self._state.track(
+                    conn_id, message.user_id, message.name, message.state, now
+                )
+            elif isinstance(message, SetPresence):
+                changes = self._state.update(conn_id, message.state, now)
+            elif isinstance(message, Untrack):
+                changes = self._state.untrack(conn_id)
+            for user_id in changes.joined:
+                if user_id in left:  # left and came back within one batch
+                    del left[user_id]
+                    updated[user_id] = None
+                else:
+                    joined[user_id] = None
+            for user_id in changes.left:
+                updated.pop(user_id, None)
+                if user_id in joined:  # came and went within one batch: nobody saw it
+                    del joined[user_id]
+                else:
+                    left[user_id] = None
+            for user_id in changes.updated:
+                if user_id not in joined:
+                    updated[user_id] = None
+        return Changes(joined=list(joined), left=list(left), updated=list(updated))
+
+    async def _send(self, changes: Changes) -> None:
+        if not changes:
+            return
+        await self._publish(
+            PresenceChanged(
+                joined=[self._state.participant(u) for u in changes.joined],
+                left=list(changes.left),
+                updated=[self._state.participant(u) for u in changes.updated],
+            )
+        )
+
+    def status(self) -> dict[str, Any]:
+        return {"users": len(self._state), "connections": self._state.connection_count()}

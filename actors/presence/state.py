@@ -1,0 +1,131 @@
+"""Presence of one session as a pure structure (after Phoenix.Presence).
+
+State is kept per connection and merged per user: two tabs of one user are one
+participant (no duplicates), and the user leaves only when their last
+connection does (no ghosts, given that every connection is eventually
+untracked — the transport guarantees that with heartbeats). Every operation
+returns the changes it caused, which the actor broadcasts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+JSON = Any
+
+
+@attrs.define
+class _Conn:
+    user_id: str
+    state: JSON
+    updated_at: float
+
+
+@attrs.define
+class _User:
+    name: str
+    connections: list[str]  # connection ids, oldest first
+    state: JSON  # the most recently updated connection's state
+    active_at: float
+    away: bool = False
+
+
+@attrs.frozen
+class Changes:
+    joined: list[str] = attrs.field(factory=list)  # user ids that became present
+    left: list[str] = attrs.field(factory=list)  # user ids that are gone
+    updated: list[str] = attrs.field(factory=list)  # user ids whose state or status changed
+
+    def __bool__(self) -> bool:
+        return bool(self.joined or self.left or self.updated)
+
+
+@attrs.define
+class PresenceState:
+    """Who is in a session and what their presence state is."""
+
+    away_after: float = 60.0
+    _conns: dict[str, _Conn] = attrs.field(factory=dict)
+    _users: dict[str, _User] = attrs.field(factory=dict)
+
+    def track(self, conn_id: str, user_id: str, name: str, state: JSON, now: float) -> Changes:
+        """A connection joins. Re-tracking a known connection only updates it."""
+        if conn_id in self._conns:
+            return self.update(conn_id, state, now)
+        self._conns[conn_id] = _Conn(user_id, state, now)
+        user = self._users.get(user_id)
+        if user is None:
+            self._users[user_id] = _User(name, [conn_id], state, now)
+            return Changes(joined=[user_id])
+        user.connections.append(conn_id)
+        user.name = name
+        was_away = user.away
+        user.away = False
+        user.active_at = now
+        if state is not None:
+            user.state = state
+            return Changes(updated=[user_id])
+        return Changes(updated=[user_id] if was_away else [])
+
+    def update(self, conn_id: str, state: JSON, now: float) -> Changes:
+        """A connection's new state becomes its user's state (last writer wins)."""
+        conn = self._conns.get(conn_id)
+        if conn is None:
+            return Changes()
+        conn.state = state
+        conn.updated_at = now
+        user = self._users[conn.user_id]
+        user.state = state
+        user.active_at = now
+        user.away = False
+        return Changes(updated=[conn.user_id])
+
+    def untrack(self, conn_id: str) -> Changes:
+        """A connection leaves; its user leaves with their last connection."""
+        conn = self._conns.pop(conn_id, None)
+        if conn is None:
+            return Changes()
+        user = self._users[conn.user_id]
+        user.connections.remove(conn_id)
+        if not user.connections:
+            del self._users[conn.user_id]
+            return Changes(left=[conn.user_id])
+        # Fall back to the freshest remaining connection's state.
+        freshest = max((self._conns[c] for c in user.connections), key=lambda c: c.updated_at)
+        if freshest.state != user.state:
+            user.state = freshest.state
+            return Changes(updated=[conn.user_id])
+        return Changes()
+
+    def mark_away(self, now: float) -> Changes:
+        """Users with no activity for ``away_after`` seconds become away."""
+        changed = []
+        for user_id, user in self._users.items():
+            if not user.away and now - user.active_at >= self.away_after:
+                user.away = True
+                changed.append(user_id)
+        return Changes(updated=changed)
+
+    def participant(self, user_id: str) -> JSON:
+        user = self._users[user_id]
+        return {
+            "userId": user_id,
+            "name": user.name,
+            "state": user.state,
+            "status": "away" if user.away else "active",
+            "connections": len(user.connections),
+        }
+
+    def participants(self) -> list[JSON]:
+        return [self.participant(user_id) for user_id in self._users]
+
+    def user_ids(self) -> list[str]:
+        return list(self._users)
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def connection_count(self) -> int:
+        return len(self._conns)

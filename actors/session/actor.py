@@ -1,0 +1,282 @@
+"""SessionActor: membership, the ordered event stream and batched fan-out of one session.
+
+Each batch of messages (everything that queued while the actor was busy) is
+handled in order; the events it produced are persisted in one write, then
+broadcast as ONE frame, built once and written to every member without a
+task per member. A publisher's ``event:ack`` follows once its event is
+durable; ephemeral events (``durable: false``) are never written.
+
+Backpressure: the mailbox is bounded and connections wait for room (with a
+deadline, then ``overloaded``), which slows the reading of that client's
+socket. A member whose socket cannot keep up is disconnected by its own
+outbound bound, never by blocking the session.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+
+from actors.messages import (
+    JoinSession,
+    LeaveSession,
+    Peer,
+    PresenceChanged,
+    PublishEvent,
+    SessionMessage,
+    Track,
+    Untrack,
+)
+from actors.session.state import RetainedEvent, SessionLog
+from runtime.actor import BatchPolicy, run_batch_loop
+from runtime.gateways.store import EventStore, StoredEvent
+from runtime.mailbox import CoalescingMailbox, Mailbox, MailboxClosed
+from runtime.protocol import messages as wire
+from runtime.protocol.codec import encode, encode_batch
+from runtime.protocol.errors import ErrorCode
+from runtime.protocol.frames import SharedFrame
+
+logger = logging.getLogger(__name__)
+
+#: Most events per replay frame: big enough to be cheap, small enough to interleave.
+REPLAY_CHUNK = 256
+
+
+@attrs.frozen
+class SessionConfig:
+    memory_retention: int = 1000
+    replay_limit: int = 10_000  # most events one resume reads from the store
+    passivate_after: float = 300.0
+    batch: BatchPolicy = attrs.field(factory=BatchPolicy)
+
+
+class SessionActor:
+    """One session's actor. Made fresh by the registry on spawn and on restart."""
+
+    def __init__(
+        self,
+        session_id: str,
+        mailbox: Mailbox[SessionMessage],
+        *,
+        store: EventStore,
+        presence: Callable[[], Awaitable[CoalescingMailbox[str, Any]]],
+        config: SessionConfig,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.session_id = session_id
+        self._mailbox = mailbox
+        self._store = store
+        self._presence_mailbox = presence  # the presence actor's mailbox, spawning it if needed
+        self._config = config
+        self._clock = clock
+        self._log = SessionLog(session_id, memory_limit=config.memory_retention)
+        self._members: dict[str, Peer] = {}
+        self._participants: dict[str, Any] = {}  # mirror of presence, for `session:joined`
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Rehydrate from the store, then handle batches until passivation or shutdown.
+
+        If the actor crashes, every member is told the session was lost
+        (``session:left`` with a reason) so clients rejoin with ``since`` and
+        miss nothing; the supervisor starts a fresh actor on the same mailbox.
+        """
+        head = await self._store.load_head(self.session_id)
+        self._log.seq = head.last_seq
+        self._log.first_retained = head.first_retained_seq
+        task_status.started()
+        try:
+            await run_batch_loop(
+                self,
+                self._mailbox,
+                policy=self._config.batch,
+                passivate_after=self._config.passivate_after,
+            )
+        except Exception:
+            self._abandon_members("restart")
+            raise
+        # Closed for shutdown and drained: members are being disconnected anyway.
+
+    def is_idle(self) -> bool:
+        return not self._members
+
+    # -- message handling ---------------------------------------------------------
+
+    async def handle(self, batch: list[SessionMessage]) -> None:
+        pending = _Pending()
+        for message in batch:
+            if isinstance(message, PublishEvent):
+                self._publish(message, pending)
+            elif isinstance(message, JoinSession):
+                # Everything assigned so far goes out first, so the joiner's
+                # replay and the live stream meet without gap or duplicate.
+                await self._flush(pending)
+                pending = _Pending()
+                await self._join(message)
+            elif isinstance(message, LeaveSession):
+                await self._leave(message)
+            elif isinstance(message, PresenceChanged):
+                self._presence(message, pending)
+        await self._flush(pending)
+
+    def _publish(self, message: PublishEvent, pending: _Pending) -> None:
+        if message.peer.id not in self._members:
+            message.peer.send(
+                wire.error(
+                    ErrorCode.NOT_JOINED,
+                    "join the session first",
+                    message.ref,
+                    session_id=self.session_id,
+                )
+            )
+            return
+        event = self._log.append(
+            message.name, message.data, message.peer.user_id, self._clock(), message.durable
+        )
+        pending.outgoing.append(event.encoded)
+        pending.is_event.append(True)
+        if event.stored is not None:
+            pending.to_store.append(event.stored)
+        pending.acks.append((message.peer, event.seq, message.ref))
+
+    async def _join(self, message: JoinSession) -> None:
+        peer = message.peer
+        if peer.closed:
+            return
+        if peer.id in self._members:
+            # A repeated join is a resume request on a live membership.
+            self._members.pop(peer.id)
+        replay = self._log.replay(message.since, has_store=True)
+        stored: list[StoredEvent] = []
+        if replay.store_after is not None and replay.store_until is not None:
+            limit = min(self._config.replay_limit, replay.store_until - replay.store_after)
+            stored = await self._store.read_since(self.session_id, replay.store_after, limit)
+            if stored and stored[0].seq > replay.store_after + 1:
+                replay = attrs.evolve(replay, reset=True)
+        self._members[peer.id] = peer
+        peer.send(
+            wire.joined(
+                self.session_id,
+                self._log.seq,
+                list(self._participants.values()),
+                {uid: p["state"] for uid, p in self._participants.items()},
+                message.ref,
+            )
+        )
+        if replay.reset:
+            peer.send(wire.reset(self.session_id, self._log.seq, self._log.first_retained))
+        else:
+            encoded = [
+                encode(wire.event(e.session_id, e.seq, e.name, e.data, e.user_id, e.ts))
+                for e in stored
+            ]
+            encoded.extend(e.encoded for e in replay.from_memory)
+            for start in range(0, len(encoded), REPLAY_CHUNK):
+                peer.send_shared(SharedFrame(encode_batch(encoded[start : start + REPLAY_CHUNK])))
+        await self._post_presence(peer.id, Track(peer.user_id, peer.name))
+
+    async def _leave(self, message: LeaveSession) -> None:
+        if self._members.pop(message.peer.id, None) is None:
+            if message.reply:
+                message.peer.send(
+                    wire.error(
+                        ErrorCode.NOT_JOINED,
+                        "not a member of this session",
+                        message.ref,
+                        session_id=self.session_id,
+                    )
+                )
+            return
+        await self._post_presence(message.peer.id, Untrack())
+        if message.reply:
+            message.peer.send(wire.left(self.session_id, message.ref))
+
+    def _presence(self, message: PresenceChanged, pending: _Pending) -> None:
+        for participant in message.joined:
+            self._participants[participant["userId"]] = participant
+            pending.add(encode(wire.participant_joined(self.session_id, participant)))
+        for user_id in message.left:
+            self._participants.pop(user_id, None)
+            pending.add(encode(wire.participant_left(self.session_id, user_id)))
+        if message.updated:
+            for participant in message.updated:
+                self._participants[participant["userId"]] = participant
+            pending.add(encode(wire.presence(self.session_id, message.updated)))
+
+    async def _flush(self, pending: _Pending) -> None:
+        if pending.to_store:
+            try:
+                await self._store.append(pending.to_store)
+            except Exception as exc:  # the store said no: no event of this batch happened
+                logger.warning("session %s: write failed, batch refused: %s", self.session_id, exc)
+                self._log.forget_after(min(seq for _, seq, _ in pending.acks) - 1)
+                for peer, _, ref in pending.acks:
+                    peer.send(
+                        wire.error(
+                            ErrorCode.INTERNAL,
+                            "event not stored; retry",
+                            ref,
+                            session_id=self.session_id,
+                        )
+                    )
+                pending.drop_events()
+        if pending.outgoing:
+            frame = SharedFrame(encode_batch(pending.outgoing))
+            gone = []
+            for peer in self._members.values():
+                if peer.closed:
+                    gone.append(peer)
+                else:
+                    peer.send_shared(frame)
+            for peer in gone:  # a socket died without its leave arriving yet
+                await self._leave(LeaveSession(peer, None, reply=False))
+        for peer, seq, ref in pending.acks:
+            if ref is not None:
+                peer.send(wire.ack(self.session_id, seq, ref))
+
+    async def _post_presence(self, conn_id: str, message: Track | Untrack) -> None:
+        for _ in range(3):  # the presence actor may passivate between lookup and post
+            mailbox = await self._presence_mailbox()
+            try:
+                mailbox.post(conn_id, message)
+                return
+            except MailboxClosed:
+                continue
+        logger.warning("session %s: presence actor unavailable", self.session_id)
+
+    def _abandon_members(self, reason: str) -> None:
+        for peer in self._members.values():
+            peer.session_lost(self.session_id, reason)
+        self._members.clear()
+
+    def status(self) -> dict[str, Any]:
+        return {"members": len(self._members), "seq": self._log.seq}
+
+
+@attrs.define
+class _Pending:
+    """What one batch produced: messages to broadcast, events to store, acks to send."""
+
+    outgoing: list[bytes] = attrs.field(factory=list)
+    is_event: list[bool] = attrs.field(factory=list)
+    to_store: list[StoredEvent] = attrs.field(factory=list)
+    acks: list[tuple[Peer, int, Any]] = attrs.field(factory=list)
+
+    def add(self, encoded: bytes) -> None:
+        self.outgoing.append(encoded)
+        self.is_event.append(False)
+
+    def drop_events(self) -> None:
+        self.outgoing = [m for m, ev in zip(self.outgoing, self.is_event, strict=True) if not ev]
+        self.is_event = [False] * len(self.outgoing)
+        self.to_store.clear()
+        self.acks.clear()
+
+
+__all__ = ["RetainedEvent", "SessionActor", "SessionConfig"]

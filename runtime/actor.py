@@ -1,0 +1,110 @@
+"""The receive loop shared by mailbox actors: batching, passivation, fault injection.
+
+An actor is a trio task that owns its state and reads one bounded mailbox.
+Domain actors (``actors/``) implement :class:`BatchHandler`; :func:`run_batch_loop`
+does the rest, so batching and passivation behave the same everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, TypeVar
+
+import attrs
+import trio
+
+from runtime.mailbox import Mailbox
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class Fail:
+    """System message: the receiving actor raises :class:`InjectedFailure`.
+
+    Fault injection for tests and chaos drills; only reachable in-process.
+    """
+
+    reason: str = "injected failure"
+
+
+class InjectedFailure(Exception):
+    pass
+
+
+@attrs.frozen
+class BatchPolicy:
+    """How a mailbox actor groups messages.
+
+    Everything already queued is handled as one batch (up to ``max_batch``),
+    so work that piles up while the actor is busy is flushed together. Only
+    under load — when the previous batch held at least ``widen_at`` messages —
+    does the actor also wait up to ``delay`` seconds for more: wider windows
+    cost latency, so they are used only when they buy throughput.
+    """
+
+    max_batch: int = 512
+    delay: float = 0.0
+    widen_at: int = 16
+
+
+class BatchHandler(Protocol[T]):
+    async def handle(self, batch: list[T]) -> None: ...
+
+    def is_idle(self) -> bool:
+        """True when the actor may passivate (no members, nothing pending)."""
+        ...
+
+
+async def run_batch_loop(
+    handler: BatchHandler[T],
+    mailbox: Mailbox[Any],
+    *,
+    policy: BatchPolicy,
+    passivate_after: float,
+) -> None:
+    """Receive and handle batches until passivation or shutdown.
+
+    Returns normally when the actor passivates (idle for ``passivate_after``
+    seconds with an empty mailbox: the mailbox is closed in the same step, so
+    no message can slip in) or when the mailbox was closed for shutdown and
+    has been drained. Cancellation propagates; a message being handled when
+    cancelled is lost with the actor.
+    """
+    last_size = 0
+    while True:
+        first: Any = None
+        with trio.move_on_after(passivate_after):
+            try:
+                first = await mailbox.receive()
+            except trio.EndOfChannel:
+                return  # closed for shutdown and drained
+        if first is None:
+            if handler.is_idle() and mailbox.depth == 0:
+                mailbox.close()
+                return
+            continue
+        batch = [first]
+        _drain_into(batch, mailbox, policy.max_batch)
+        if policy.delay > 0 and last_size >= policy.widen_at and len(batch) < policy.max_batch:
+            with trio.move_on_after(policy.delay):
+                while len(batch) < policy.max_batch:
+                    try:
+                        batch.append(await mailbox.receive())
+                    except trio.EndOfChannel:
+                        break
+                    _drain_into(batch, mailbox, policy.max_batch)
+        last_size = len(batch)
+        for i, message in enumerate(batch):
+            if isinstance(message, Fail):
+                if i:
+                    await handler.handle(batch[:i])
+                raise InjectedFailure(message.reason)
+        await handler.handle(batch)
+
+
+def _drain_into(batch: list[Any], mailbox: Mailbox[Any], limit: int) -> None:
+    while len(batch) < limit:
+        try:
+            batch.append(mailbox.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return

@@ -1,0 +1,96 @@
+"""The ``tandem`` command: serve, token, version."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+import trio
+
+from runtime.app import jwt_secret, open_node
+from runtime.config import ConfigError, Settings, add_setting_flags, load_settings
+from runtime.security.tokens import mint_token
+
+logger = logging.getLogger("tandem")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tandem", description="Tandem collaboration server")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve", help="run the server (embedded defaults: no set-up needed)"
+    )
+    add_setting_flags(serve)
+    token = commands.add_parser("token", help="mint a client token (HS256)")
+    token.add_argument("--user", required=True, help="user id (the token's sub)")
+    token.add_argument("--name", help="display name")
+    token.add_argument("--ttl", type=float, default=86400.0, help="seconds until expiry")
+    token.add_argument(
+        "--grant",
+        action="append",
+        default=[],
+        metavar="SESSION=ROLE",
+        help="per-session role grant (repeatable)",
+    )
+    commands.add_parser("version", help="print the version")
+    args, _ = parser.parse_known_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(list(argv or sys.argv[1:])[1:])
+        if args.command == "token":
+            return _token(args)
+    except ConfigError as exc:
+        print(f"tandem: configuration error: {exc}", file=sys.stderr)
+        return 2
+    from importlib.metadata import version
+
+    print(version("tandem"))
+    return 0
+
+
+def _serve(argv: list[str]) -> int:
+    settings = load_settings(argv)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    trio.run(_run_until_signal, settings)
+    return 0
+
+
+async def _run_until_signal(settings: Settings) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_node(settings) as node:
+            logger.info(
+                "tandem %s profile listening on ws://%s:%s/ (status: /status)",
+                settings.profile,
+                settings.host,
+                node.public_port,
+            )
+            async for signum in signals:
+                logger.info("signal %s: shutting down gracefully", signum)
+                break
+
+
+def _token(args: argparse.Namespace) -> int:
+    settings = load_settings([])
+    grants = dict(grant.split("=", 1) for grant in args.grant)
+    print(
+        mint_token(
+            jwt_secret(settings),
+            args.user,
+            name=args.name,
+            ttl_s=args.ttl,
+            now=time.time(),
+            grants=grants or None,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

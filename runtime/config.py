@@ -1,0 +1,160 @@
+"""Settings: every one is a ``tandem serve --flag`` and an environment variable ``TANDEM_<NAME>``.
+
+Precedence: command-line flag, then environment, then the default. The
+defaults are the embedded profile: ``dev``, bound to 127.0.0.1:8080, no
+external PostgreSQL or Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+
+def _setting(default: Any, help: str, *, secret: bool = False) -> Any:
+    return attrs.field(default=default, metadata={"help": help, "secret": secret})
+
+
+@attrs.frozen
+class Settings:
+    host: str = _setting("127.0.0.1", "address to bind")
+    port: int = _setting(8080, "port for WebSocket and HTTP (0: pick a free one)")
+    internal_port: int | None = _setting(
+        None, "serve /status on this port instead of the public one"
+    )
+    profile: str = _setting("dev", "dev (guests allowed, readable logs) or production")
+    jwt_secret: str | None = _setting(
+        None, "HS256 secret for client tokens (>= 32 bytes)", secret=True
+    )
+    database_url: str | None = _setting(None, "PostgreSQL URL; unset: embedded store in DATA_DIR")
+    redis_url: str | None = _setting(None, "Redis URL for cluster mode")
+    data_dir: str = _setting(str(Path.home() / ".tandem"), "where embedded state lives")
+    presence_timeout: float = _setting(
+        15.0, "seconds without a sign of life before a client is dropped"
+    )
+    away_after: float = _setting(60.0, "seconds without presence activity before a user is away")
+    max_message_bytes: int = _setting(65536, "largest inbound WebSocket message (1009 past it)")
+    outbound_limit: int = _setting(
+        4 * 1024 * 1024, "queued outbound bytes per connection (4000 past it)"
+    )
+    mailbox_size: int = _setting(1024, "messages a session mailbox holds before senders wait")
+    mailbox_timeout: float = _setting(
+        5.0, "seconds a request waits for mailbox room before `overloaded`"
+    )
+    batch_max: int = _setting(
+        512, "most messages a session handles (and events it flushes) at once"
+    )
+    batch_delay: float = _setting(
+        0.0, "extra wait to widen a batch, used only under load (seconds)"
+    )
+    memory_retention: int = _setting(1000, "events per session kept in memory for fast resume")
+    passivate_after: float = _setting(300.0, "seconds an idle actor lives before it is stopped")
+    shutdown_timeout: float = _setting(10.0, "seconds to drain on shutdown before cancelling")
+    max_sessions_per_connection: int = _setting(100, "sessions one connection may join")
+    log_level: str = _setting("info", "debug, info, warning or error")
+
+    @property
+    def is_production(self) -> bool:
+        return self.profile == "production"
+
+
+_BOOL_TRUE = {"1", "true", "yes", "on"}
+
+
+def _convert(field: attrs.Attribute[Any], raw: str) -> Any:
+    kind = str(field.type)
+    if raw == "" and "None" in kind:
+        return None
+    if kind.startswith("int"):
+        return int(raw)
+    if kind.startswith("float"):
+        return float(raw)
+    if kind.startswith("bool"):
+        return raw.lower() in _BOOL_TRUE
+    return raw
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_settings(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Settings from flags (``argv``, already stripped of the subcommand) and ``env``."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for field in attrs.fields(Settings):
+        raw = env.get(f"TANDEM_{field.name.upper()}")
+        if raw is not None:
+            values[field.name] = _parse(field, raw, f"TANDEM_{field.name.upper()}")
+    if argv:
+        parser = argparse.ArgumentParser(prog="tandem serve", add_help=False)
+        add_setting_flags(parser)
+        parsed = parser.parse_args(list(argv))
+        for field in attrs.fields(Settings):
+            value = getattr(parsed, field.name)
+            if value is not None:
+                values[field.name] = _parse(field, value, "--" + field.name.replace("_", "-"))
+    settings = Settings(**values)
+    validate(settings)
+    return settings
+
+
+def _parse(field: attrs.Attribute[Any], raw: str, where: str) -> Any:
+    try:
+        return _convert(field, raw)
+    except ValueError:
+        raise ConfigError(f"{where}: {raw!r} is not a valid {field.type}") from None
+
+
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    for field in attrs.fields(Settings):
+        env_name = f"TANDEM_{field.name.upper()}"
+        default = "unset" if field.default is None or field.metadata["secret"] else field.default
+        parser.add_argument(
+            "--" + field.name.replace("_", "-"),
+            dest=field.name,
+            default=None,
+            metavar=env_name,
+            help=f"{field.metadata['help']} (env {env_name}; default {default})",
+        )
+
+
+def validate(settings: Settings) -> None:
+    if settings.profile not in ("dev", "production"):
+        raise ConfigError("profile must be dev or production")
+    if settings.is_production:
+        if not settings.jwt_secret:
+            raise ConfigError("the production profile needs TANDEM_JWT_SECRET")
+        if len(settings.jwt_secret.encode()) < 32:
+            raise ConfigError("TANDEM_JWT_SECRET must be at least 32 bytes")
+    if settings.presence_timeout <= 0:
+        raise ConfigError("presence_timeout must be > 0")
+    if settings.max_message_bytes < 1024:
+        raise ConfigError("max_message_bytes must be >= 1024")
+
+
+def public_view(settings: Settings) -> dict[str, Any]:
+    """Settings for /status, secrets masked."""
+    out = {}
+    for field in attrs.fields(Settings):
+        value = getattr(settings, field.name)
+        if field.metadata["secret"] and value:
+            value = "***"
+        elif field.name.endswith("_url") and value:
+            value = _mask_url(value)
+        out[field.name] = value
+    return out
+
+
+def _mask_url(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

@@ -1,0 +1,379 @@
+"""TandemNode: one server process — its supervision tree, registry, connections and ports.
+
+The actor tree::
+
+    root (Supervisor)
+    ├── sessions (Supervisor)   one SessionActor per live session   session:<id>
+    └── presence (Supervisor)   one PresenceActor per live session  presence:<id>
+
+Connections are not actors: each is a reader task in the node's connection
+nursery, reaching actors through the dispatcher.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from actors.messages import PresenceChanged, PresenceMessage, SessionMessage, merge_presence
+from actors.presence.actor import PresenceActor, PresenceConfig
+from actors.session.actor import SessionActor, SessionConfig
+from runtime.actor import BatchPolicy, Fail
+from runtime.config import Settings, public_view
+from runtime.dispatcher import Dispatcher
+from runtime.gateways.store import EventStore
+from runtime.http import HttpRequest, HttpResponse, HttpRouter, json_response
+from runtime.mailbox import CoalescingMailbox, Mailbox, MailboxClosed
+from runtime.protocol import messages as wire_messages
+from runtime.protocol.errors import CloseCode
+from runtime.registry import ActorKind, ActorRegistry
+from runtime.security.tokens import AuthError, Identity, TokenVerifier, guest_identity
+from runtime.security.validation import Limits
+from runtime.supervisor import RestartPolicy, Supervisor
+from runtime.transport.connection import ClientConnection, ConnectionLimits
+from runtime.transport.http11 import serve_http
+from runtime.transport.wire import SocketWire, Wire
+
+logger = logging.getLogger(__name__)
+
+
+class TandemNode:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: EventStore,
+        verifier: TokenVerifier,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.verifier = verifier
+        self.wall_clock = wall_clock
+        self.registry = ActorRegistry()
+        self.root = Supervisor("root", RestartPolicy(max_restarts=3, period=30.0))
+        self.sessions_supervisor = Supervisor(
+            "sessions", RestartPolicy(max_restarts=5, period=10.0)
+        )
+        self.presence_supervisor = Supervisor(
+            "presence", RestartPolicy(max_restarts=5, period=10.0)
+        )
+        self.connections: dict[str, ClientConnection] = {}
+        self.connections_opened = 0
+        self.http = HttpRouter()
+        self.public_port: int | None = None
+        self.internal_port: int | None = None
+        self.accepting = False
+        self.started_at = 0.0
+        self._ids = itertools.count(1)
+        self._node_id = secrets.token_hex(4)
+        self._nursery: trio.Nursery | None = None
+        self._shutdown = trio.Event()
+        self._connections_emptied = trio.Event()
+        self._limits = Limits(max_frame_bytes=settings.max_message_bytes)
+        self._conn_limits = ConnectionLimits(
+            max_message_bytes=settings.max_message_bytes,
+            outbound_bytes=settings.outbound_limit,
+            max_sessions=settings.max_sessions_per_connection,
+        )
+        self.dispatcher = Dispatcher(
+            self, verifier=verifier, limits=self._limits, wall_clock=wall_clock
+        )
+        session_config = SessionConfig(
+            memory_retention=settings.memory_retention,
+            passivate_after=settings.passivate_after,
+            batch=BatchPolicy(max_batch=settings.batch_max, delay=settings.batch_delay),
+        )
+        presence_config = PresenceConfig(
+            away_after=settings.away_after, passivate_after=settings.passivate_after
+        )
+        self.session_kind: ActorKind[Mailbox[SessionMessage]] = ActorKind(
+            "session",
+            lambda: Mailbox(settings.mailbox_size),
+            lambda sid, mailbox: SessionActor(
+                sid,
+                mailbox,
+                store=store,
+                presence=lambda: self.presence_mailbox(sid),
+                config=session_config,
+                clock=wall_clock,
+            ),
+            self.sessions_supervisor,
+        )
+        self.presence_kind: ActorKind[CoalescingMailbox[str, PresenceMessage]] = ActorKind(
+            "presence",
+            lambda: CoalescingMailbox(merge_presence),
+            lambda sid, mailbox: PresenceActor(
+                sid,
+                mailbox,
+                publish=lambda change: self._presence_to_session(sid, change),
+                config=presence_config,
+            ),
+            self.presence_supervisor,
+        )
+        self.registry.add_kind(self.session_kind)
+        self.registry.add_kind(self.presence_kind)
+        self.http.add("GET", "/healthz", self._healthz)
+        self.http.add("GET", "/readyz", self._readyz)
+        if settings.internal_port is None:
+            self.http.add("GET", "/status", self._status)
+        self.internal_http = HttpRouter()
+        self.internal_http.add("GET", "/status", self._status)
+        self.internal_http.add("GET", "/healthz", self._healthz)
+
+    # -- actors -------------------------------------------------------------------
+
+    async def send_to_session(self, session_id: str, message: object) -> None:
+        await self.registry.send(self.session_kind, session_id, message)
+
+    async def presence_mailbox(self, session_id: str) -> CoalescingMailbox[str, PresenceMessage]:
+        return await self.registry.get(self.presence_kind, session_id)
+
+    async def _presence_to_session(self, session_id: str, change: PresenceChanged) -> None:
+        mailbox = self.registry.lookup(self.session_kind, session_id)
+        if mailbox is None:
+            return  # the session is gone, and with it everyone to tell
+        try:
+            await mailbox.send(change)
+        except MailboxClosed:
+            pass
+
+    async def inject_failure(self, key: str, reason: str = "injected failure") -> bool:
+        """Fault injection: make the live actor ``key`` crash. False if not live."""
+        kind_name, _, actor_id = key.partition(":")
+        if kind_name != "session":
+            return False
+        mailbox = self.registry.lookup(self.session_kind, actor_id)
+        if mailbox is None:
+            return False
+        await mailbox.send(Fail(reason))
+        return True
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[TandemNode] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run the supervision tree, the heartbeat and the listeners until :meth:`shutdown`.
+
+        Shutdown is graceful: stop accepting, close every connection with 1001,
+        let actors drain their mailboxes, then cancel what is left — each step
+        bounded by ``shutdown_timeout``.
+        """
+        self.started_at = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self.root.run)
+            await self.root.start_child(
+                "sessions",
+                self.sessions_supervisor.run,
+                kind="supervisor",
+                supervisor=self.sessions_supervisor,
+            )
+            await self.root.start_child(
+                "presence",
+                self.presence_supervisor.run,
+                kind="supervisor",
+                supervisor=self.presence_supervisor,
+            )
+            nursery.start_soon(self._heartbeat)
+            async with trio.open_nursery() as listeners:
+                if self.settings.port >= 0:
+                    self.public_port = await listeners.start(
+                        self._serve_tcp, self.settings.host, self.settings.port, self.http
+                    )
+                if self.settings.internal_port is not None:
+                    self.internal_port = await listeners.start(
+                        self._serve_tcp,
+                        self.settings.host,
+                        self.settings.internal_port,
+                        self.internal_http,
+                    )
+                self.accepting = True
+                task_status.started(self)
+                await self._shutdown.wait()
+                self.accepting = False
+                listeners.cancel_scope.cancel()
+            await self._drain()
+            nursery.cancel_scope.cancel()
+
+    def shutdown(self) -> None:
+        self._shutdown.set()
+
+    async def _drain(self) -> None:
+        with trio.move_on_after(self.settings.shutdown_timeout / 2):
+            for conn in list(self.connections.values()):
+                conn.close(CloseCode.GOING_AWAY, "server shutting down")
+            while self.connections:
+                self._connections_emptied = trio.Event()
+                await self._connections_emptied.wait()
+        self.registry.close_all()
+        with trio.move_on_after(self.settings.shutdown_timeout / 2):
+            await self.registry.wait_empty()
+
+    async def _heartbeat(self) -> None:
+        """Ping quiet clients; drop those silent for two ping intervals.
+
+        One task for all connections, not one per connection. A client that
+        vanished without a close frame is dropped at most 5/6 of
+        ``presence_timeout`` after its last sign of life, and its presence
+        leaves with it.
+        """
+        timeout = self.settings.presence_timeout
+        while True:
+            await trio.sleep(timeout / 6)
+            now = trio.current_time()
+            for conn in list(self.connections.values()):
+                idle = now - conn.last_seen
+                if idle >= timeout * 2 / 3:
+                    conn.abort(CloseCode.HEARTBEAT_TIMEOUT, "no sign of life")
+                elif idle >= timeout / 3:
+                    conn.ping()
+
+    # -- connections --------------------------------------------------------------
+
+    async def _serve_tcp(
+        self,
+        host: str,
+        port: int,
+        router: HttpRouter,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(1024)
+        listener.setblocking(False)
+        try:
+            task_status.started(listener.getsockname()[1])
+            assert self._nursery is not None
+            while True:
+                await trio.lowlevel.wait_readable(listener)
+                try:
+                    sock, addr = listener.accept()
+                except BlockingIOError:
+                    continue
+                except OSError as exc:  # EMFILE and friends: back off, keep serving
+                    logger.warning("accept failed: %s", exc)
+                    await trio.sleep(0.1)
+                    continue
+                wire = SocketWire(sock, f"{addr[0]}:{addr[1]}")
+                self._nursery.start_soon(self.serve_wire, wire, router)
+        finally:
+            trio.lowlevel.notify_closing(listener)
+            listener.close()
+
+    def attach(self, wire: Wire) -> None:
+        """Serve an already-connected wire (in-memory clients of the test kit)."""
+        assert self._nursery is not None, "node is not running"
+        self._nursery.start_soon(self.serve_wire, wire)
+
+    async def serve_wire(self, wire: Wire, router: HttpRouter | None = None) -> None:
+        """Serve one accepted byte stream: HTTP requests, or a WebSocket after an upgrade."""
+        try:
+            upgrade = await serve_http(
+                wire, (router or self.http).dispatch, idle_timeout=self.settings.presence_timeout
+            )
+            if upgrade is None or not self.accepting:
+                return
+            await self._serve_websocket(wire, upgrade.headers, upgrade.target, upgrade.leftover)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            wire.close()
+
+    async def _serve_websocket(
+        self, wire: Wire, headers: list[tuple[bytes, bytes]], target: str, leftover: bytes
+    ) -> None:
+        conn_id = f"{self._node_id}-{next(self._ids)}"
+        identity, problem = self._identity_from_target(target, conn_id)
+        conn = ClientConnection(
+            conn_id,
+            wire,
+            identity=identity,
+            limits=self._conn_limits,
+            on_text=self.dispatcher.on_text,
+        )
+
+        def opened(conn: ClientConnection) -> None:
+            self.connections[conn.id] = conn
+            self.connections_opened += 1
+            if problem is not None:
+                code, message = problem
+                conn.send(wire_messages.error(code, message))
+                conn.close(
+                    CloseCode.TOKEN_EXPIRED
+                    if code == "token_expired"
+                    else CloseCode.TOKEN_INVALID
+                    if code == "token_invalid"
+                    else CloseCode.AUTH_REQUIRED,
+                    message,
+                )
+            elif identity is not None:
+                conn.send(
+                    wire_messages.welcome(
+                        conn.id,
+                        identity.user_id,
+                        identity.name,
+                        identity.guest,
+                        self.settings.presence_timeout / 3,
+                    )
+                )
+
+        async def closed(conn: ClientConnection) -> None:
+            self.connections.pop(conn.id, None)
+            if not self.connections:
+                self._connections_emptied.set()
+            await self.dispatcher.disconnected(conn)
+
+        await conn.run(headers, target, leftover, on_open=opened, on_close=closed)
+
+    def _identity_from_target(
+        self, target: str, conn_id: str
+    ) -> tuple[Identity | None, tuple[str, str] | None]:
+        token = HttpRequest("GET", target, {}).query.get("token")
+        if token:
+            try:
+                return self.verifier.verify(token, now=self.wall_clock()), None
+            except AuthError as exc:
+                return None, (exc.code, exc.message)
+        if self.settings.is_production:
+            return None, None  # must send `auth` first
+        return guest_identity(conn_id.rsplit("-", 1)[-1] + secrets.token_hex(2)), None
+
+    # -- HTTP ---------------------------------------------------------------------
+
+    async def _healthz(self, request: HttpRequest) -> HttpResponse:
+        return json_response(200, {"status": "ok"})
+
+    async def _readyz(self, request: HttpRequest) -> HttpResponse:
+        if not self.accepting:
+            return json_response(503, {"status": "starting or stopping"})
+        return json_response(200, {"status": "ready"})
+
+    async def _status(self, request: HttpRequest) -> HttpResponse:
+        return json_response(200, self.status())
+
+    def status(self) -> dict[str, Any]:
+        queued = sorted(self.connections.values(), key=lambda c: c.outbound_queued, reverse=True)
+        return {
+            "node": self._node_id,
+            "uptime": round(trio.current_time() - self.started_at, 3),
+            "accepting": self.accepting,
+            "connections": {
+                "open": len(self.connections),
+                "opened": self.connections_opened,
+                "slowest": [c.status() for c in queued[:5] if c.outbound_queued],
+            },
+            "sessions": self.registry.count(self.session_kind),
+            "actors": self.root.status(),
+            "settings": public_view(self.settings),
+        }

@@ -1,0 +1,177 @@
+"""Sans-IO codec for protocol v1: bytes in, typed messages out; dicts in, bytes out.
+
+No sockets and no trio here (h11 and wsproto are the model). The transport
+feeds whole WebSocket text payloads to :func:`decode` and writes what
+:func:`encode` and :func:`encode_batch` return.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+import cattrs
+import orjson
+from cattrs.gen import make_dict_structure_fn, override
+
+from runtime.protocol.errors import ErrorCode
+from runtime.protocol.messages import CLIENT_TYPES, JSON, ClientMessage, FieldError, Ref
+from runtime.security.validation import Limits
+
+#: Most messages one client frame may carry as a JSON array.
+MAX_MESSAGES_PER_FRAME = 64
+
+
+@attrs.frozen
+class DecodeError:
+    """A message that could not be decoded; answered with an ``error``, never fatal."""
+
+    code: ErrorCode
+    message: str
+    path: str | None = None
+    ref: Ref = None
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def _strict(expected: type, label: str) -> Any:
+    def hook(value: object, _: object) -> object:
+        # bool is an int in Python; JSON true is not a number.
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ValueError(f"expected {label}")
+        return value
+
+    return hook
+
+
+def _ref_hook(value: object, _: object) -> Ref:
+    if value is None or (isinstance(value, str | int) and not isinstance(value, bool)):
+        return value
+    raise ValueError("expected a string or an integer")
+
+
+def _optional_int(value: object, _: object) -> int | None:
+    if value is None:
+        return None
+    return _strict(int, "an integer")(value, _)  # type: ignore[no-any-return]
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
+    conv.register_structure_hook(str, _strict(str, "a string"))
+    conv.register_structure_hook(int, _strict(int, "an integer"))
+    conv.register_structure_hook(bool, _strict(bool, "true or false"))
+    conv.register_structure_hook(Ref, _ref_hook)
+    conv.register_structure_hook(int | None, _optional_int)
+    conv.register_structure_hook(Any, lambda value, _: value)
+    for cls in CLIENT_TYPES.values():
+        renames = {
+            field.name: override(rename=_camel(field.name))
+            for field in attrs.fields(cls)
+            if _camel(field.name) != field.name
+        }
+        hook = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **renames)  # type: ignore[arg-type]
+        conv.register_structure_hook(cls, hook)
+    return conv
+
+
+_converter = _make_converter()
+_AT_PATH = re.compile(r"^(?P<what>.*) @ (?P<path>\$.*)$")
+
+
+def _field_error(exc: BaseException) -> FieldError | None:
+    if isinstance(exc, FieldError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _field_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _first_error(exc: Exception) -> tuple[str, str | None]:
+    """The first failure of a cattrs error as (message, JSON path), with camelCase keys."""
+    field_error = _field_error(exc)
+    if field_error is not None:
+        return str(field_error), f"$.{field_error.field}"
+    if isinstance(exc, cattrs.BaseValidationError):
+        for line in cattrs.transform_error(exc, path="$"):
+            match = _AT_PATH.match(line)
+            if match:
+                path = re.sub(
+                    r"\.([a-z]+(?:_[a-z]+)+)", lambda m: "." + _camel(m[1]), match["path"]
+                )
+                return match["what"], path
+            return line, None
+    return str(exc), None
+
+
+def decode(payload: bytes | str, limits: Limits) -> list[ClientMessage | DecodeError]:
+    """Decode one text frame into its messages; every failure is a :class:`DecodeError`.
+
+    A frame is one JSON object or an array of up to ``MAX_MESSAGES_PER_FRAME``
+    objects. Each element is decoded on its own, so one bad message in an
+    array does not cost the others.
+    """
+    try:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        return [DecodeError(ErrorCode.INVALID_JSON, f"frame is not valid JSON: {exc}")]
+    if isinstance(value, list):
+        if not value:
+            return [DecodeError(ErrorCode.INVALID_MESSAGE, "empty message array", "$")]
+        if len(value) > MAX_MESSAGES_PER_FRAME:
+            return [
+                DecodeError(
+                    ErrorCode.INVALID_MESSAGE,
+                    f"at most {MAX_MESSAGES_PER_FRAME} messages per frame",
+                    "$",
+                )
+            ]
+        return [decode_value(item, limits, f"$[{i}]") for i, item in enumerate(value)]
+    return [decode_value(value, limits, "$")]
+
+
+def decode_value(value: JSON, limits: Limits, path: str = "$") -> ClientMessage | DecodeError:
+    """Structure one decoded JSON value into a client message."""
+    if not isinstance(value, dict):
+        return DecodeError(ErrorCode.INVALID_MESSAGE, "a message must be a JSON object", path)
+    ref = value.get("ref")
+    if not (ref is None or isinstance(ref, str | int)) or isinstance(ref, bool):
+        ref = None
+    problem = limits.check_json(value)
+    if problem is not None:
+        return DecodeError(
+            ErrorCode.INVALID_MESSAGE, problem.reason, path + problem.path.removeprefix("$"), ref
+        )
+    kind = value.get("type")
+    cls = CLIENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        return DecodeError(
+            ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}", path + ".type", ref
+        )
+    fields = {k: v for k, v in value.items() if k != "type"}
+    try:
+        return _converter.structure(fields, cls)
+    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
+        what, where = _first_error(exc)
+        where = path + where.removeprefix("$") if where else path
+        return DecodeError(ErrorCode.INVALID_MESSAGE, what, where, ref)
+
+
+def encode(message: dict[str, JSON]) -> bytes:
+    """One server message as the UTF-8 JSON payload of a text frame."""
+    return orjson.dumps(message)
+
+
+def encode_batch(parts: Sequence[bytes]) -> bytes:
+    """Several encoded messages as one payload: a JSON array when more than one."""
+    if len(parts) == 1:
+        return parts[0]
+    return b"[" + b",".join(parts) + b"]"

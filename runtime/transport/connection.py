@@ -1,0 +1,252 @@
+"""One client WebSocket connection: framing, outbound queue, liveness, closing.
+
+The reader task is the connection: it feeds socket bytes to wsproto (sans-IO),
+hands whole text messages to the dispatcher, and answers control frames.
+All writes go through one :class:`~runtime.transport.outbox.Outbox`. Actors
+see this object only through the :class:`actors.messages.Peer` methods,
+which never wait.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+from wsproto import WSConnection
+from wsproto.connection import ConnectionState, ConnectionType
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import LocalProtocolError
+
+from runtime.protocol import messages as wire_messages
+from runtime.protocol.codec import encode
+from runtime.protocol.errors import CloseCode, ErrorCode
+from runtime.protocol.frames import SharedFrame, text_frame
+from runtime.security.tokens import Identity
+from runtime.transport.outbox import Outbox
+from runtime.transport.wire import Wire
+
+logger = logging.getLogger(__name__)
+
+RECEIVE_CHUNK = 65536
+
+
+@attrs.frozen
+class ConnectionLimits:
+    max_message_bytes: int = 65536  # bigger messages close the connection with 1009
+    outbound_bytes: int = 4 * 1024 * 1024  # past this queued, close with 4000 (slow consumer)
+    close_timeout: float = 2.0  # wait this long for the client's close frame
+    max_sessions: int = 100  # sessions one connection may join
+
+
+class ClientConnection:
+    """A WebSocket client. Implements ``actors.messages.Peer``."""
+
+    def __init__(
+        self,
+        conn_id: str,
+        wire: Wire,
+        *,
+        identity: Identity | None,
+        limits: ConnectionLimits,
+        on_text: Callable[[ClientConnection, str], Awaitable[None]],
+    ) -> None:
+        self.id = conn_id
+        self.wire = wire
+        self.identity = identity
+        self.limits = limits
+        self._on_text = on_text
+        self.joined: set[str] = set()
+        self.closed = False
+        self.close_code: int | None = None
+        self.last_seen = trio.current_time()
+        self.opened_at = self.last_seen
+        self._ws = WSConnection(ConnectionType.SERVER)
+        self._outbox: Outbox | None = None
+        self._reader_scope = trio.CancelScope()
+        self.messages_in = 0
+
+    # -- Peer ---------------------------------------------------------------------
+
+    @property
+    def user_id(self) -> str:
+        return self.identity.user_id if self.identity else ""
+
+    @property
+    def name(self) -> str:
+        return self.identity.name if self.identity else ""
+
+    def send_shared(self, frame: SharedFrame) -> None:
+        if self._outbox is not None and not self.closed:
+            self._outbox.write(frame.websocket)
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self._outbox is not None and not self.closed:
+            self._outbox.write(text_frame(encode(message)))
+
+    def session_lost(self, session_id: str, reason: str) -> None:
+        self.joined.discard(session_id)
+        self.send({"type": "session:left", "sessionId": session_id, "reason": reason})
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def run(
+        self,
+        headers: list[tuple[bytes, bytes]],
+        target: str,
+        leftover: bytes,
+        *,
+        on_open: Callable[[ClientConnection], None],
+        on_close: Callable[[ClientConnection], Awaitable[None]],
+    ) -> None:
+        """Accept the upgrade and serve the connection until it ends.
+
+        ``on_close`` runs once at the end, shielded with a bound, so the
+        connection's sessions always hear that it left — also when the server
+        is cancelling everything.
+        """
+        self._ws.initiate_upgrade_connection(headers, target)
+        for event in self._ws.events():
+            assert isinstance(event, Request)
+        async with trio.open_nursery() as nursery:
+            self._outbox = Outbox(
+                self.wire,
+                nursery,
+                limit=self.limits.outbound_bytes,
+                on_overflow=self._slow_consumer,
+                on_broken=self._broken,
+            )
+            self._outbox.write(self._ws.send(AcceptConnection()))
+            on_open(self)
+            try:
+                with self._reader_scope:
+                    if leftover:
+                        await self._receive(leftover)
+                    while not self.closed:
+                        data = await self.wire.receive_some(RECEIVE_CHUNK)
+                        if not data:
+                            break
+                        await self._receive(data)
+            finally:
+                self.closed = True
+                with trio.move_on_after(self.limits.close_timeout, shield=True):
+                    await on_close(self)
+                    await self._outbox.wait_drained()
+                self.wire.close()
+                nursery.cancel_scope.cancel()
+
+    async def _receive(self, data: bytes) -> None:
+        self.last_seen = trio.current_time()
+        self._ws.receive_data(data)
+        for event in self._ws.events():
+            if isinstance(event, TextMessage):
+                await self._text(event)
+            elif isinstance(event, BytesMessage):
+                if event.message_finished:
+                    self.send(
+                        wire_messages.error(
+                            ErrorCode.UNSUPPORTED_FRAME,
+                            "binary frames are not supported; send JSON text",
+                        )
+                    )
+            elif isinstance(event, Ping):
+                self._write_control(self._ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                self.close_code = event.code
+                if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                    self._write_control(self._ws.send(event.response()))
+                self.closed = True
+                return
+            elif isinstance(event, Pong):
+                pass
+            if self.closed:
+                return
+
+    _partial: list[str] | None = None
+    _partial_bytes = 0
+
+    async def _text(self, event: TextMessage) -> None:
+        chunk = event.data
+        size = len(chunk) if chunk.isascii() else len(chunk.encode())
+        self._partial_bytes += size
+        if self._partial_bytes > self.limits.max_message_bytes:
+            self.close(
+                CloseCode.MESSAGE_TOO_BIG, f"message over {self.limits.max_message_bytes} bytes"
+            )
+            return
+        if not event.message_finished:
+            if self._partial is None:
+                self._partial = []
+            self._partial.append(chunk)
+            return
+        if self._partial is not None:
+            self._partial.append(chunk)
+            chunk = "".join(self._partial)
+            self._partial = None
+        self._partial_bytes = 0
+        self.messages_in += 1
+        await self._on_text(self, chunk)
+
+    # -- closing ------------------------------------------------------------------
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Send a close frame, stop reading new messages, and end within ``close_timeout``."""
+        if self._ws.state is ConnectionState.OPEN and self._outbox is not None:
+            self._outbox.write_final(self._ws.send(CloseConnection(code=code, reason=reason[:120])))
+        if self.close_code is None:
+            self.close_code = code
+        self.closed = True
+        self._reader_scope.deadline = min(
+            self._reader_scope.deadline, trio.current_time() + self.limits.close_timeout
+        )
+
+    def abort(self, code: int, reason: str) -> None:
+        """End now: send a close frame if possible, but wait for nothing."""
+        self.close(code, reason)
+        self._reader_scope.cancel()
+
+    def ping(self) -> None:
+        if self._ws.state is ConnectionState.OPEN:
+            self._write_control(self._ws.send(Ping(payload=b"tandem")))
+
+    def _write_control(self, data: bytes) -> None:
+        if self._outbox is not None:
+            try:
+                self._outbox.write(data)
+            except LocalProtocolError:  # pragma: no cover - state checked by callers
+                pass
+
+    def _slow_consumer(self) -> None:
+        logger.info(
+            "connection %s: outbound queue over %s bytes; closing",
+            self.id,
+            self.limits.outbound_bytes,
+        )
+        self.close(CloseCode.SLOW_CONSUMER, "slow consumer: reconnect and resume")
+
+    def _broken(self) -> None:
+        self.closed = True
+        self._reader_scope.cancel()
+
+    @property
+    def outbound_queued(self) -> int:
+        return self._outbox.queued_bytes if self._outbox else 0
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "userId": self.user_id,
+            "peer": self.wire.peer,
+            "sessions": len(self.joined),
+            "queuedBytes": self.outbound_queued,
+        }
