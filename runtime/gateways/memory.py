@@ -136,10 +136,14 @@ def normalize_ts(ts: float) -> float:
 
 
 def check_text(*values: str) -> None:
-    """PostgreSQL text cannot hold NUL characters."""
+    """PostgreSQL text holds valid UTF-8 without NUL characters."""
     for value in values:
         if "\x00" in value:
             raise UnstorableValue("NUL character in text")
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:  # lone surrogates
+            raise UnstorableValue(str(exc)) from exc
 
 
 def check_batch(events: Sequence[StoredEvent]) -> dict[str, list[StoredEvent]]:
