@@ -215,53 +215,55 @@ class Supervisor:
         on_exit: Callable[[], None] | None,
         task_status: trio.TaskStatus[None],
     ) -> None:
-        recent: deque[float] = deque()
-        first = True
         try:
-            while True:
-                crashed = False
-                with child.cancel_scope:
-                    try:
-                        if first:
-                            child.state = "starting"
-                            await fn(task_status=_StartedProbe(task_status, child))
-                        else:
-                            child.state = "running"
-                            await fn()
-                    except* Exception as group:
-                        if first and child.state == "starting":
-                            raise  # never started: the spawner gets the error
-                        crashed = True
-                        self._record_failure(child, group)
-                if child.cancel_scope.cancelled_caught:
-                    child.state = "stopped"
-                    return
-                first = False
-                if not crashed and child.restart is not Restart.PERMANENT:
-                    child.state = "stopped"
-                    return
-                if crashed and child.restart is Restart.TEMPORARY:
-                    child.state = "failed"
-                    return
-                now = trio.current_time()
-                recent.append(now)
-                while recent and recent[0] < now - self.policy.period:
-                    recent.popleft()
-                if len(recent) > self.policy.max_restarts:
-                    child.state = "failed"
-                    raise RestartIntensityExceeded(
-                        self.name, child.name, len(recent), self.policy.period
-                    )
-                child.state = "backoff"
-                await trio.sleep(self.policy.backoff(len(recent)))
-                child.restarts += 1
-                self.total_restarts += 1
-                logger.info("%s: restarting %s (restart %s)", self.name, child.name, child.restarts)
+            with child.cancel_scope:  # stop_child() cancels the child and its backoff alike
+                await self._run_with_restarts(child, fn, task_status)
+            if child.cancel_scope.cancelled_caught:
+                child.state = "stopped"
         finally:
             if self._children.get(child.name) is child:
                 del self._children[child.name]
             if on_exit is not None:
                 on_exit()
+
+    async def _run_with_restarts(
+        self, child: Child, fn: ChildFn, task_status: trio.TaskStatus[None]
+    ) -> None:
+        recent: deque[float] = deque()
+        first = True
+        while True:
+            crashed = False
+            try:
+                if first:
+                    child.state = "starting"
+                    await fn(task_status=_StartedProbe(task_status, child))
+                else:
+                    child.state = "running"
+                    await fn()
+            except* Exception as group:
+                if first and child.state == "starting":
+                    raise  # never started: the spawner gets the error
+                crashed = True
+                self._record_failure(child, group)
+            first = False
+            if not crashed and child.restart is not Restart.PERMANENT:
+                child.state = "stopped"
+                return
+            if crashed and child.restart is Restart.TEMPORARY:
+                child.state = "failed"
+                return
+            now = trio.current_time()
+            recent.append(now)
+            while recent and recent[0] < now - self.policy.period:
+                recent.popleft()
+            if len(recent) > self.policy.max_restarts:
+                child.state = "failed"
+                raise RestartIntensityExceeded(self.name, child.name, len(recent), self.policy.period)
+            child.state = "backoff"
+            await trio.sleep(self.policy.backoff(len(recent)))
+            child.restarts += 1
+            self.total_restarts += 1
+            logger.info("%s: restarting %s (restart %s)", self.name, child.name, child.restarts)
 
     def _record_failure(self, child: Child, group: BaseExceptionGroup[Exception]) -> None:
         child.last_failure = describe_failure(group)
