@@ -291,7 +291,10 @@ class ScenarioRun:
         lost_conns = sum(r["lost"] for r in reports)
         problems: list[str] = []
         if delivered < expected:
-            problems.append(f"lost {expected - delivered} of {expected} deliveries")
+            problems.append(
+                f"{expected - delivered} of {expected} deliveries missing after a "
+                f"{self.opts.drain_timeout:g}s drain"
+            )
         if delivered > expected:
             problems.append(f"{delivered - expected} unexpected extra deliveries")
         if self.plan.kind == "event" and acks < published:

@@ -62,7 +62,7 @@ def main() -> None:
         host="127.0.0.1",
         port=port,
         log_level="warning",
-        ws="websockets",
+        ws="websockets-sansio",
         ws_per_message_deflate=False,
         lifespan="off",
     )

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.exceptions import ConnectionClosed
 
 from loadgen.peers.common import Hub, error, new_user_id, parse_port
 
@@ -42,6 +43,8 @@ async def handler(ws: ServerConnection) -> None:
                 await ws.send(orjson.dumps(joined).decode())
             elif kind == "ping":
                 await ws.send('{"type":"pong"}')
+    except ConnectionClosed:
+        pass  # the generator tears connections down abruptly at the end of a run
     finally:
         hub.leave_all(ws)
 
