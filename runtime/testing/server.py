@@ -48,13 +48,14 @@ class TestServer:
         name: str | None = None,
         ttl: float = 3600.0,
         grants: dict[str, str] | None = None,
+        issued_at: float | None = None,
     ) -> str:
         return mint_token(
             jwt_secret(self.settings),
             user,
             name=name,
             ttl_s=ttl,
-            now=self.node.wall_clock(),
+            now=self.node.wall_clock() if issued_at is None else issued_at,
             grants=grants,
         )
 
