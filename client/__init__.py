@@ -1,0 +1,23 @@
+"""Python client for Tandem (protocol v1), on trio and trio-websocket.
+
+>>> async with open_tandem_client("ws://127.0.0.1:8080/", token=token) as client:
+...     await client.join("doc-1")
+...     seq = await client.publish("doc-1", "edit", {"op": "..."})
+...     async for message in client.messages():
+...         ...
+"""
+
+from client.backoff import Backoff
+from client.connection import JoinedSession, Message, TandemClient, open_tandem_client
+from client.errors import ConnectionEnded, Disconnected, TandemError
+
+__all__ = [
+    "Backoff",
+    "ConnectionEnded",
+    "Disconnected",
+    "JoinedSession",
+    "Message",
+    "TandemClient",
+    "TandemError",
+    "open_tandem_client",
+]
