@@ -60,7 +60,9 @@ ops = st.lists(
 
 
 @given(ops)
-def test_participants_are_exactly_the_users_with_live_connections(script: list[tuple[str, int, int]]) -> None:
+def test_participants_are_exactly_the_users_with_live_connections(
+    script: list[tuple[str, int, int]],
+) -> None:
     state = PresenceState()
     live: dict[str, str] = {}  # conn -> user
     joined_minus_left: dict[str, int] = {}

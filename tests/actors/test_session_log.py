@@ -20,8 +20,13 @@ def test_seqs_are_contiguous_and_events_encoded_once() -> None:
     plan = log.replay(0, has_store=True)
     assert [e.seq for e in plan.from_memory] == [1, 2, 3]
     assert orjson.loads(plan.from_memory[0].encoded) == {
-        "type": "event", "sessionId": "s", "seq": 1, "name": "e", "data": {"i": 0},
-        "userId": "u", "ts": 0.0,
+        "type": "event",
+        "sessionId": "s",
+        "seq": 1,
+        "name": "e",
+        "data": {"i": 0},
+        "userId": "u",
+        "ts": 0.0,
     }
 
 

@@ -10,7 +10,9 @@ from actors.messages import SetPresence, Track, Untrack, merge_presence
 from runtime.mailbox import CoalescingMailbox, Mailbox, MailboxClosed, MailboxFull
 
 
-async def test_post_on_a_full_mailbox_raises_and_send_waits(autojump_clock: trio.testing.MockClock) -> None:
+async def test_post_on_a_full_mailbox_raises_and_send_waits(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     box: Mailbox[int] = Mailbox(2)
     box.post(1)
     box.post(2)

@@ -55,7 +55,9 @@ async def registry() -> Any:
         nursery.cancel_scope.cancel()
 
 
-async def test_concurrent_gets_spawn_one_actor(registry: Any, autojump_clock: trio.testing.MockClock) -> None:
+async def test_concurrent_gets_spawn_one_actor(
+    registry: Any, autojump_clock: trio.testing.MockClock
+) -> None:
     reg, kind, _ = registry
     boxes = []
     async with trio.open_nursery() as nursery:
@@ -69,7 +71,9 @@ async def _append(out: list[Any], awaitable: Any) -> None:
     out.append(await awaitable)
 
 
-async def test_idle_actor_passivates_and_comes_back(registry: Any, autojump_clock: trio.testing.MockClock) -> None:
+async def test_idle_actor_passivates_and_comes_back(
+    registry: Any, autojump_clock: trio.testing.MockClock
+) -> None:
     reg, kind, sup = registry
     await reg.send(kind, "a", "hello")
     await trio.sleep(1)
@@ -99,7 +103,9 @@ async def test_messages_queued_while_busy_are_one_batch(
     assert actor.batches == [[0], [1], [2, 3, 4, 5, 6, 7, 8, 9], [10, 11]]  # max_batch 8
 
 
-async def test_crash_restarts_on_the_same_mailbox(registry: Any, autojump_clock: trio.testing.MockClock) -> None:
+async def test_crash_restarts_on_the_same_mailbox(
+    registry: Any, autojump_clock: trio.testing.MockClock
+) -> None:
     reg, kind, sup = registry
     await reg.send(kind, "a", "before")
     await trio.testing.wait_all_tasks_blocked()
@@ -115,20 +121,26 @@ async def test_crash_restarts_on_the_same_mailbox(registry: Any, autojump_clock:
     assert child.last_failure == "InjectedFailure: boom"
 
 
-async def test_failed_spawn_reports_and_next_get_retries(autojump_clock: trio.testing.MockClock) -> None:
+async def test_failed_spawn_reports_and_next_get_retries(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     sup = Supervisor("actors")
     reg = ActorRegistry()
     attempts = []
 
     class Broken:
-        async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async def run(
+            self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        ) -> None:
             attempts.append(1)
             if len(attempts) == 1:
                 raise OSError("store down")
             task_status.started()
             await trio.sleep_forever()
 
-    kind: ActorKind[Mailbox[Any]] = ActorKind("b", lambda: Mailbox(4), lambda aid, mb: Broken(), sup)
+    kind: ActorKind[Mailbox[Any]] = ActorKind(
+        "b", lambda: Mailbox(4), lambda aid, mb: Broken(), sup
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(sup.run)
         with pytest.raises(SpawnFailed, match="store down"):
@@ -138,7 +150,9 @@ async def test_failed_spawn_reports_and_next_get_retries(autojump_clock: trio.te
         nursery.cancel_scope.cancel()
 
 
-async def test_close_all_drains_then_stops(registry: Any, autojump_clock: trio.testing.MockClock) -> None:
+async def test_close_all_drains_then_stops(
+    registry: Any, autojump_clock: trio.testing.MockClock
+) -> None:
     reg, kind, _ = registry
     for i in range(5):
         await reg.send(kind, "a", i)

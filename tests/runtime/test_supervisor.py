@@ -17,7 +17,9 @@ class Flaky:
         self.then_return = then_return
         self.starts: list[float] = []
 
-    async def __call__(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def __call__(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         self.starts.append(trio.current_time())
         task_status.started()
         await trio.sleep(1)
@@ -28,7 +30,9 @@ class Flaky:
         await trio.sleep_forever()
 
 
-async def test_one_for_one_restarts_only_the_crashed_child(autojump_clock: trio.testing.MockClock) -> None:
+async def test_one_for_one_restarts_only_the_crashed_child(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     sup = Supervisor("test", RestartPolicy(max_restarts=5, period=60, backoff_initial=0.5))
     flaky, steady = Flaky(crashes=2), Flaky(crashes=0)
     async with trio.open_nursery() as nursery:
@@ -58,7 +62,9 @@ async def test_backoff_doubles_between_restarts(autojump_clock: trio.testing.Moc
         nursery.cancel_scope.cancel()
 
 
-async def test_intensity_exceeded_escalates_to_the_parent(autojump_clock: trio.testing.MockClock) -> None:
+async def test_intensity_exceeded_escalates_to_the_parent(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     sup = Supervisor("inner", RestartPolicy(max_restarts=2, period=60, backoff_initial=0.1))
     steady = Flaky(crashes=0)
     with pytest.RaisesGroup(RestartIntensityExceeded, flatten_subgroups=True):
@@ -69,13 +75,17 @@ async def test_intensity_exceeded_escalates_to_the_parent(autojump_clock: trio.t
             await trio.sleep_forever()
 
 
-async def test_parent_restarts_an_escalating_supervisor(autojump_clock: trio.testing.MockClock) -> None:
+async def test_parent_restarts_an_escalating_supervisor(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     root = Supervisor("root", RestartPolicy(max_restarts=3, period=1000, backoff_initial=0.1))
     inner = Supervisor("inner", RestartPolicy(max_restarts=1, period=60, backoff_initial=0.1))
     runs = 0
     doomed = Flaky(crashes=2)  # shared by both incarnations: its third start succeeds
 
-    async def inner_with_children(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def inner_with_children(
+        *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         nonlocal runs
         runs += 1
         async with trio.open_nursery() as nursery:
@@ -102,8 +112,9 @@ async def test_transient_child_is_not_restarted_after_normal_exit(
     exited = []
     async with trio.open_nursery() as nursery:
         await nursery.start(sup.run)
-        await sup.start_child("t", child, kind="test", restart=Restart.TRANSIENT,
-                              on_exit=lambda: exited.append(True))
+        await sup.start_child(
+            "t", child, kind="test", restart=Restart.TRANSIENT, on_exit=lambda: exited.append(True)
+        )
         await trio.sleep(60)
         assert len(child.starts) == 2  # crash -> restart; normal exit -> done
         assert exited == [True]
@@ -111,7 +122,9 @@ async def test_transient_child_is_not_restarted_after_normal_exit(
         nursery.cancel_scope.cancel()
 
 
-async def test_permanent_child_is_restarted_after_normal_exit(autojump_clock: trio.testing.MockClock) -> None:
+async def test_permanent_child_is_restarted_after_normal_exit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     sup = Supervisor("test", RestartPolicy(max_restarts=100, period=1))
     child = Flaky(crashes=0, then_return=True)
     async with trio.open_nursery() as nursery:
@@ -148,7 +161,9 @@ async def test_failure_before_started_goes_to_the_spawner() -> None:
         nursery.cancel_scope.cancel()
 
 
-async def test_cancellation_is_not_mistaken_for_a_crash(autojump_clock: trio.testing.MockClock) -> None:
+async def test_cancellation_is_not_mistaken_for_a_crash(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     sup = Supervisor("test")
     child = Flaky(crashes=0)
     async with trio.open_nursery() as nursery:
