@@ -87,7 +87,7 @@ async def run_batch_loop(
         _drain_into(batch, mailbox, policy.max_batch)
         if policy.delay > 0 and last_size >= policy.widen_at and len(batch) < policy.max_batch:
             with trio.move_on_after(policy.delay):
-                while len(batch) < policy.max_batch:
+                while len(batch) < policy.max_batch and not isinstance(batch[-1], Fail):
                     try:
                         batch.append(await mailbox.receive())
                     except trio.EndOfChannel:
@@ -103,7 +103,8 @@ async def run_batch_loop(
 
 
 def _drain_into(batch: list[Any], mailbox: Mailbox[Any], limit: int) -> None:
-    while len(batch) < limit:
+    # A Fail ends the batch, so what was queued behind it waits for the successor.
+    while len(batch) < limit and not isinstance(batch[-1], Fail):
         try:
             batch.append(mailbox.receive_nowait())
         except (trio.WouldBlock, trio.EndOfChannel):
