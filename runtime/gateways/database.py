@@ -60,8 +60,8 @@ class DatabaseHealth:
     """A snapshot for /status."""
 
     ok: bool
-    pool_size: int  # connections open now (idle + in use)
-    in_use: int
+    pool_size: int  # connections open or being opened
+    in_use: int  # of those, not idle in the pool
     waiting: int  # requests waiting for a connection
     max_size: int
     last_error: str | None
@@ -246,7 +246,8 @@ class DatabaseGateway:
                 raise
             except _Broken as broken:
                 self._note_error(broken.cause)
-                if attempt < attempts:
+                # After a pool timeout no fresh connection is to be had: do not wait twice.
+                if attempt < attempts and not isinstance(broken.cause, psycopg_pool.PoolTimeout):
                     log.info("database connection broke (%s); retrying once", broken.cause)
                     continue
                 raise DatabaseUnavailable(str(broken.cause)) from broken.cause
@@ -343,7 +344,7 @@ async def open_database_gateway(
         max_size=max_size,
         open=False,
         timeout=acquire_timeout_s,
-        reconnect_timeout=0,  # 0 = keep trying to reconnect forever in the background
+        reconnect_timeout=300,  # keep refilling min_size in the background while it is down
         kwargs={"options": settings, "connect_timeout": max(1, int(connect_timeout_s))},
         name="tandem",
     )
