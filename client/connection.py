@@ -30,7 +30,7 @@ import random
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import orjson
@@ -335,10 +335,9 @@ class TandemClient:
             code: int | None = None
             reason: str | None = None
             try:
-                async with self._connect() as ws:
-                    closed = await self._serve(ws, task_status)
-                    if closed is not None:
-                        code, reason = closed.code, closed.reason
+                closed = await self._connection(task_status)
+                if closed is not None:
+                    code, reason = closed.code, closed.reason
             except _CONNECT_ERRORS as exc:
                 if not self._started:
                     raise
@@ -364,6 +363,20 @@ class TandemClient:
             logger.info("tandem: connection lost (%s %s); retrying in %.2fs", code, reason, delay)
             await trio.sleep(delay)
             self.reconnects += 1
+
+    async def _connection(
+        self, task_status: trio.TaskStatus[None]
+    ) -> trio_websocket.CloseReason | None:
+        """One connection, start to end. A group of one error (the ``connect``
+        context manager may run a nursery) is raised as that error."""
+        try:
+            async with self._connect() as ws:
+                return await self._serve(ws, task_status)
+        except BaseExceptionGroup as group:
+            single = _single(group)
+            if single is None:
+                raise
+            _reraise(single)
 
     async def _serve(
         self, ws: WebSocketConnection, task_status: trio.TaskStatus[None]
@@ -639,10 +652,38 @@ async def open_tandem_client(
         inbox_size=inbox_size,
         handshake_timeout=handshake_timeout,
     )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(client._run)
-        try:
-            yield client
-        finally:
-            await client._close()
-            nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client._run)
+            try:
+                yield client
+            finally:
+                await client._close()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # One error (the block's, or the client's own): raise it as it is, not
+        # wrapped, so callers catch TandemError or their own exceptions directly.
+        single = _single(group)
+        if single is None:
+            raise
+        _reraise(single)
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception in ``group`` (looking through nested groups), else None."""
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _reraise(exc: BaseException) -> NoReturn:
+    """Raise ``exc`` unwrapped, keeping its own context (not the group's)."""
+    context = exc.__context__
+    try:
+        raise exc
+    finally:
+        exc.__context__ = context
+        del exc, context

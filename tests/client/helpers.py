@@ -37,3 +37,10 @@ async def collect_events(
                 if len(events) == count:
                     return events
     raise AssertionError(f"message stream ended after {len(events)} of {count} events")
+
+
+async def wait_until(predicate: Callable[[], bool], *, limit: float = 30.0) -> None:
+    """Poll ``predicate`` on the (mock) clock; for client state that has no event to wait on."""
+    with trio.fail_after(limit):
+        while not predicate():  # noqa: ASYNC110 - polling observable state is the point
+            await trio.sleep(0.001)

@@ -159,3 +159,30 @@ async def test_messages_end_when_client_closes(
     received = [m["type"] async for m in client.messages()]
     assert received[0] == "session:joined"
     assert "event" in received
+
+
+async def test_errors_of_the_block_are_not_wrapped(
+    autojump_clock: trio.testing.MockClock, connect_as: Callable[[str], Connect]
+) -> None:
+    with pytest.raises(KeyError) as info:
+        async with open_tandem_client(connect=connect_as("alice")) as client:
+            await client.join("doc")
+            raise KeyError("mine")
+    assert type(info.value) is KeyError
+    with pytest.raises(TandemError) as terr:
+        async with open_tandem_client(connect=connect_as("alice")) as client:
+            await client.publish("nowhere", "edit", 1)
+    assert type(terr.value) is TandemError
+
+
+async def test_cancellation_propagates_and_closes(
+    autojump_clock: trio.testing.MockClock, server: TestServer, connect_as: Callable[[str], Connect]
+) -> None:
+    with trio.move_on_after(5) as scope:
+        async with open_tandem_client(connect=connect_as("alice")) as client:
+            await client.join("doc")
+            await client.ping()
+            await trio.sleep_forever()
+    assert scope.cancelled_caught
+    await trio.sleep(1)
+    assert server.node.connections == {}
