@@ -30,6 +30,7 @@ from runtime.protocol.messages import (
     PresenceUpdate,
     Publish,
 )
+from runtime.registry import SpawnFailed
 from runtime.security.tokens import AuthError, TokenVerifier
 from runtime.security.validation import Limits
 from runtime.transport.connection import ClientConnection
@@ -171,7 +172,7 @@ class Dispatcher:
         try:
             mailbox = await self._node.presence_mailbox(message.session_id)
             mailbox.post(conn.id, SetPresence(message.state))
-        except MailboxClosed:
+        except (MailboxClosed, SpawnFailed):
             conn.send(
                 wire.error(ErrorCode.OVERLOADED, "presence is restarting; retry", message.ref)
             )
@@ -185,6 +186,17 @@ class Dispatcher:
                 return True
             except MailboxClosed:
                 pass
+            except SpawnFailed as exc:
+                logger.warning("session %s could not start: %s", session_id, exc)
+                conn.send(
+                    wire.error(
+                        ErrorCode.INTERNAL,
+                        "the session could not start; retry",
+                        ref,
+                        session_id=session_id,
+                    )
+                )
+                return False
         conn.send(
             wire.error(
                 ErrorCode.OVERLOADED, "the session is busy; retry", ref, session_id=session_id
@@ -198,5 +210,5 @@ class Dispatcher:
             conn.joined.discard(session_id)
             try:
                 await self._node.send_to_session(session_id, LeaveSession(conn, None, reply=False))
-            except MailboxClosed:
+            except (MailboxClosed, SpawnFailed):
                 pass  # the session stopped too; nothing to leave

@@ -258,7 +258,9 @@ class Supervisor:
                 recent.popleft()
             if len(recent) > self.policy.max_restarts:
                 child.state = "failed"
-                raise RestartIntensityExceeded(self.name, child.name, len(recent), self.policy.period)
+                raise RestartIntensityExceeded(
+                    self.name, child.name, len(recent), self.policy.period
+                )
             child.state = "backoff"
             await trio.sleep(self.policy.backoff(len(recent)))
             child.restarts += 1
