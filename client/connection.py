@@ -27,6 +27,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -594,6 +595,47 @@ def _decode(raw: str | bytes) -> list[Message]:
     return [item for item in items if isinstance(item, dict)]
 
 
+@asynccontextmanager
+async def open_websocket(
+    url: str, *, connect_timeout: float = 10.0
+) -> AsyncIterator[WebSocketConnection]:
+    """A trio-websocket client connection to ``ws://`` or ``wss://`` ``url``.
+
+    Unlike ``trio_websocket.open_websocket_url`` (0.12), this always closes
+    the TCP stream on exit: when the server closes first, trio-websocket's
+    ``aclose()`` returns early and leaves the socket open. If cancelled, the
+    stream is closed at once without a close handshake.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
+    secure = parts.scheme == "wss"
+    port = parts.port or (443 if secure else 80)
+    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{port}"
+    stream: trio.abc.Stream
+    with trio.fail_after(connect_timeout):
+        if secure:
+            stream = await trio.open_ssl_over_tcp_stream(
+                parts.hostname, port, ssl_context=ssl.create_default_context()
+            )
+        else:
+            stream = await trio.open_tcp_stream(parts.hostname, port)
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.fail_after(connect_timeout):
+                ws = await trio_websocket.wrap_client_stream(nursery, stream, host_header, resource)
+            try:
+                yield ws
+            finally:
+                with trio.CancelScope(shield=True) as scope:
+                    scope.deadline = trio.current_time() + connect_timeout
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
 def _with_token(url: str, token: str | None) -> str:
     if token is None:
         return url
@@ -638,7 +680,7 @@ async def open_tandem_client(
         full_url = _with_token(url, token)
 
         def connect() -> AbstractAsyncContextManager[WebSocketConnection]:
-            return trio_websocket.open_websocket_url(full_url)
+            return open_websocket(full_url, connect_timeout=handshake_timeout)
 
         send_auth = False
     else:
