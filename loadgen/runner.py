@@ -323,6 +323,7 @@ class ScenarioRun:
             "expected": expected,
             "delivered": delivered,
             "acks": acks,
+            "self_echoes_ignored": sum(r["self_echoes"] for r in reports),
             "deliveries_per_second": round(delivered / max(window, 1e-9), 1),
             "latency_samples": count,
             "p50_ms": ms(hist.get_value_at_percentile(50)) if count else None,

@@ -146,7 +146,7 @@ class Worker:
         if len(self.errors) < 5:
             self.errors.append(reason)
 
-    async def _open_one(self, spec: ConnSpec) -> None:
+    async def _open_one(self, conn_id: int, spec: ConnSpec) -> None:
         join = orjson.dumps({"type": "session:join", "sessionId": spec.session_id})
         cfg = self.cfg
 
@@ -160,6 +160,7 @@ class Worker:
                 self.stats,
                 self._on_joined,
                 self._on_lost,
+                conn_id,
             )
 
         try:
@@ -185,7 +186,9 @@ class Worker:
             delay = start + i * interval - self.loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(self.loop.create_task(self._open_one(spec)))
+            tasks.append(
+                self.loop.create_task(self._open_one(self.cfg.index * 1_000_000 + i, spec))
+            )
         await asyncio.gather(*tasks)
         self._check_settled()
         try:
@@ -218,20 +221,20 @@ class Worker:
         for conn, sid in live:
             self._schedule(conn, sid, rate, t0, t0 + duration)
 
-    def _message(self, sid: str, k: int) -> bytes:
+    def _message(self, conn: WsConnection, sid: str, k: int) -> bytes:
         pad = "x" * self.cfg.pad
         if self.cfg.kind == "presence":
             msg: dict[str, Any] = {
                 "type": "presence:update",
                 "sessionId": sid,
-                "state": {"pt": time.time_ns(), "pad": pad},
+                "state": {"pt": time.time_ns() // 1000, "pc": conn.conn_id, "pad": pad},
             }
         else:
             msg = {
                 "type": "event:publish",
                 "sessionId": sid,
                 "name": "bench",
-                "data": {"t": time.time_ns(), "pad": pad},
+                "data": {"t": time.time_ns() // 1000, "pad": pad},
                 "ref": f"r{k}",
             }
             if self.cfg.durable is not None:
@@ -250,7 +253,7 @@ class Worker:
             while first + sent * interval <= now and first + sent * interval < end:
                 if conn.closed:
                     break
-                conn.send_json(self._message(sid, sent))
+                conn.send_json(self._message(conn, sid, sent))
                 sent += 1
                 self.sent += 1
                 self.sent_per_session[sid] += 1
@@ -272,6 +275,7 @@ class Worker:
             "events": s.events,
             "acks": s.acks,
             "presence": s.presence,
+            "self_echoes": s.self_echoes,
             "sent": self.sent,
             "lost": self.lost_after_join,
             "protocol_errors": s.protocol_errors,

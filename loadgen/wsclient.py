@@ -2,8 +2,10 @@
 
 It exists so one generator core can drive thousands of connections: frames are parsed by
 hand from raw bytes on asyncio's Protocol callbacks, payloads are never JSON-decoded, and
-events are counted by scanning for the publisher's stamp (``"t":<ns>``). A frame may carry a
-JSON array of several messages; every stamp inside counts as one delivered event.
+events are counted by scanning for the publisher's stamp (``"t":<µs>``; microseconds, since
+Tandem rejects integers beyond JSON's safe range of +/-(2**53-1), which nanoseconds exceed).
+A frame may carry a JSON array of several messages; every stamp inside counts as one delivered
+event.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from collections.abc import Callable
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 EVENT_STAMP = re.compile(rb'"t":\s*(\d+)')
-PRESENCE_STAMP = re.compile(rb'"pt":\s*(\d+)')
+# Presence states carry the sender's connection number ("pc") so a server that echoes an update
+# back to its sender is not credited with a propagation.
+PRESENCE_STAMP = re.compile(rb'"pt":\s*(\d+)(?:,\s*"pc":\s*(\d+))?')
 ZERO_MASK = b"\x00\x00\x00\x00"  # a valid mask key; XOR with it is the identity
 
 
@@ -36,19 +40,23 @@ class Stats:
         self.acks = 0
         self.presence = 0
         self.latency_us: array[int] = array("q")
+        self.self_echoes = 0
         self.protocol_errors = 0
 
-    def on_payload(self, payload: bytes, now_ns: int) -> None:
+    def on_payload(self, payload: bytes, now_us: int, own_id: bytes) -> None:
         lat = self.latency_us
-        if b'"t":' in payload or b'"t": ' in payload:
+        if b'"t":' in payload:
             for m in EVENT_STAMP.finditer(payload):
-                lat.append((now_ns - int(m.group(1))) // 1000)
+                lat.append(now_us - int(m.group(1)))
                 self.events += 1
         if b"event:ack" in payload:
             self.acks += payload.count(b"event:ack")
         if b'"pt":' in payload:
             for m in PRESENCE_STAMP.finditer(payload):
-                lat.append((now_ns - int(m.group(1))) // 1000)
+                if m.group(2) == own_id:
+                    self.self_echoes += 1
+                    continue
+                lat.append(now_us - int(m.group(1)))
                 self.presence += 1
 
 
@@ -77,7 +85,10 @@ class WsConnection(asyncio.Protocol):
         stats: Stats,
         on_joined: Callable[[WsConnection], None],
         on_lost: Callable[[WsConnection, str], None],
+        conn_id: int = 0,
     ) -> None:
+        self.conn_id = conn_id
+        self.own_id = str(conn_id).encode()
         self.host, self.port, self.path = host, port, path
         self.socketio = socketio
         self.join_message = join_message
@@ -109,7 +120,7 @@ class WsConnection(asyncio.Protocol):
             self.on_lost(self, repr(exc) if exc else "closed by peer")
 
     def data_received(self, data: bytes) -> None:
-        now = time.time_ns()
+        now = time.time_ns() // 1000
         buf = self.buf
         buf += data
         if not self.upgraded:
@@ -191,7 +202,7 @@ class WsConnection(asyncio.Protocol):
             elif b'"error"' in payload:
                 self.fail(f"join failed: {payload[:200]!r}")
             return
-        self.stats.on_payload(payload, now)
+        self.stats.on_payload(payload, now, self.own_id)
 
     # -- sending ----------------------------------------------------------------------------
     def _write(self, data: bytes) -> None:

@@ -55,7 +55,7 @@ def test_counts_every_event_of_a_batched_frame_even_when_split_across_reads() ->
     assert transport.written.endswith(b'{"type":"session:join"}')
     conn.data_received(server_frame(b'{"type":"session:joined","sessionId":"s1","seq":0}'))
     assert joined == ["j"]
-    t = time.time_ns()
+    t = time.time_ns() // 1000
     batch = orjson.dumps(
         [{"type": "event", "seq": i, "data": {"t": t, "pad": "x" * 40}, "ts": 1} for i in range(3)]
         + [{"type": "event:ack", "ref": "r1", "seq": 3}]
@@ -79,3 +79,13 @@ def test_socketio_handshake_and_engine_io_ping() -> None:
     assert transport.written.endswith(b"3")
     conn.data_received(server_frame(b'42["msg",{"type":"presence","state":{"pt":1,"pad":""}}]'))
     assert stats.presence == 1
+
+
+def test_presence_echoed_to_its_sender_is_not_counted() -> None:
+    conn, stats, _, _ = make_conn()
+    conn.own_id = b"7"
+    conn.data_received(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+    conn.data_received(server_frame(b'{"type":"session:joined"}'))
+    changes = b'{"type":"presence","changes":[{"state":{"pt":5,"pc":7}},{"state":{"pt":5,"pc":8}}]}'
+    conn.data_received(server_frame(changes))
+    assert (stats.presence, stats.self_echoes) == (1, 1)
