@@ -47,7 +47,7 @@ class Target:
         py = sys.executable
         if self.name == "tandem":
             exe = Path(py).parent / "tandem"
-            if exe.exists():
+            if exe.exists() and "TANDEM_SRC" not in os.environ:
                 return [str(exe), "serve", "--port", str(port)]
             return [py, "-c", "from runtime.cli import main; main()", "serve", "--port", str(port)]
         modules = {
@@ -90,13 +90,15 @@ class RunningServer:
         self.port = free_port()
         self.log_path = log_path
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        # TANDEM_SRC=<dir> runs Tandem from another checkout (e.g. a `git archive` of HEAD).
+        source = Path(env.get("TANDEM_SRC", REPO_ROOT)) if target.name == "tandem" else REPO_ROOT
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
         if target.name == "tandem":
             env.setdefault("TANDEM_PROFILE", "dev")
         self._log = open(log_path, "wb")  # closed in stop()
         self.proc = subprocess.Popen(
             target.command(self.port),
-            cwd=NODE_DIR if target.name.startswith("node-") else REPO_ROOT,
+            cwd=NODE_DIR if target.name.startswith("node-") else source,
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
