@@ -235,7 +235,9 @@ class TandemClient:
     ) -> int:
         """Publish an event and wait until the server acknowledges it; returns its seq.
 
-        Durable events are acknowledged once stored. At-most-once: if the
+        Durable events are acknowledged once stored. An ephemeral event
+        (``durable=False``: never stored or replayed) is acknowledged at once;
+        the server may give it the seq of the durable event it follows. At-most-once: if the
         connection drops before the ack, :class:`Disconnected` is raised and
         the event may or may not exist — the client never resends it itself.
         The event also arrives through :meth:`messages` like everyone else's.
@@ -520,9 +522,16 @@ class TandemClient:
                 return
             if kind == "event":
                 seq = msg.get("seq")
-                if not isinstance(seq, int) or seq <= state.last_seq:
+                if not isinstance(seq, int):
+                    return
+                if msg.get("ephemeral") is True:
+                    # Carries the seq it follows; live only, never replayed.
+                    if seq < state.last_seq:
+                        return
+                elif seq <= state.last_seq:
                     return  # a duplicate (or already superseded): never deliver twice
-                state.last_seq = seq
+                else:
+                    state.last_seq = seq
             elif kind == "session:reset":
                 state.last_seq = int(msg["seq"])
             await self._deliver(msg)
