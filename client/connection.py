@@ -148,6 +148,7 @@ class TandemClient:
         self._state_changed = trio.Event()
         self._end: ConnectionEnded | None = None
         self._closing = False
+        self._close_done = trio.Event()
         self._started = False
         #: The identity the server gave this connection (``welcome``/``auth:ok``).
         self.user_id: str | None = None
@@ -404,6 +405,10 @@ class TandemClient:
                 self._started = True
                 task_status.started()
             closed = await self._read(ws)
+            if self._closing:
+                # Stay inside the connect context until our close handshake
+                # completes: leaving it would stop the frames being read.
+                await self._close_done.wait()
             nursery.cancel_scope.cancel()
         return closed
 
@@ -573,6 +578,7 @@ class TandemClient:
                     await ws.aclose(1000, "client closed")
                 except (*_CONNECT_ERRORS, ConnectionClosed):
                     pass
+        self._close_done.set()
         self._inbox_send.close()
 
 
