@@ -74,6 +74,15 @@ def process_cpu_seconds(pid: int) -> float:
     return 0.0 if st is None else st.cpu_seconds
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds spent busy (not idle, not iowait) by all cores, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    # guest time is already included in user/nice
+    return (sum(fields[:8]) - idle) / CLOCK_TICKS
+
+
 def sockstat_tcp() -> dict[str, int]:
     """/proc/net/sockstat TCP line, with 'mem' converted from pages to bytes."""
     out: dict[str, int] = {}

@@ -71,8 +71,9 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
             "end to end, over every member.",
             "",
             "| target | rate | status | delivered / expected | p50 ms | p95 ms | p99 ms | max ms"
-            " | server CPU % | deliveries per server CPU-s | x websockets | generator CPU % |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            " | server CPU % | deliveries per server CPU-s | x websockets | generator CPU % "
+            "| other CPU % |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r, s in _rows(results):
             lines.append(
@@ -82,12 +83,18 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
                 f"{_fmt(s['server_cpu_percent'])} | "
                 f"{_fmt(s['deliveries_per_server_cpu_second'])} | "
                 f"{_fmt(s.get('efficiency_vs_websockets'))} | "
-                f"{', '.join(_fmt(g) for g in s['generator_cpu_percent'])} |"
+                f"{', '.join(_fmt(g) for g in s['generator_cpu_percent'])} | "
+                f"{_fmt(s.get('other_cpu_percent'))} |"
             )
     problems = [
         (r["target"], p) for r in results for s in r.get("steps", []) for p in s["problems"]
     ]
     problems += [(r["target"], r["reason"]) for r in results if r.get("reason")]
+    problems += [
+        (r["target"], f"@{s['rate']:g}: {w}")
+        for r, s in _rows(results)
+        for w in s.get("warnings", [])
+    ]
     if problems:
         lines += ["", "## Problems", ""] + [f"- **{t}**: {p}" for t, p in problems]
     lines += [

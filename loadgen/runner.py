@@ -12,12 +12,13 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from loadgen.procstat import CpuMeter, sample_group, sockstat_tcp
+from loadgen.procstat import CpuMeter, machine_busy_seconds, sample_group, sockstat_tcp
 from loadgen.scenarios import Plan
 from loadgen.servers import RunningServer
 from loadgen.worker import HIST_MAX_US, ConnSpec, WorkerConfig, worker_main
 
 GEN_CPU_LIMIT = 0.90  # above this a generator process, not the server, may be the bottleneck
+OTHER_CPU_WARN = 0.25  # cores' worth of CPU used by neither server nor generator: noisy machine
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,7 @@ class ScenarioRun:
         self.pool.pump(0.3)
         srv0 = sample_group(self.server.pgid).cpu_seconds
         gen_meter = CpuMeter(self.pool.pids)
+        busy0 = machine_busy_seconds()
         t0 = time.monotonic()
         self.pool.broadcast(
             {"cmd": "run", "rate": per_pub, "start_at": start_at, "duration": opts.duration}
@@ -237,6 +239,7 @@ class ScenarioRun:
         window = time.monotonic() - t0
         gen_fracs = list(gen_meter.fractions(window).values())
         srv_window = sample_group(self.server.pgid).cpu_seconds - srv0
+        other = (machine_busy_seconds() - busy0 - srv_window - sum(gen_fracs) * window) / window
         published: dict[str, int] = {}
         for msg in published_msgs:
             for sid, n in msg["per_session"].items():
@@ -256,18 +259,17 @@ class ScenarioRun:
         srv_total = sample_group(self.server.pgid).cpu_seconds - srv0
         self.pool.broadcast({"cmd": "report"})
         reports = self.pool.wait_for("report", 60)
-        return self._step_result(
-            rate,
-            per_pub,
-            window,
-            drain_seconds,
-            total_published,
-            expected,
-            reports,
-            srv_window,
-            srv_total,
-            gen_fracs,
+        result = self._step_result(
+            rate, per_pub, window, drain_seconds, total_published, expected, reports,
+            srv_window, srv_total, gen_fracs,
+        )  # fmt: skip
+        result["other_cpu_percent"] = round(100 * other, 1)
+        result["warnings"] = (
+            [f"other processes used {100 * other:.0f}% of a core: noisy machine, compare with care"]
+            if other > OTHER_CPU_WARN
+            else []
         )
+        return result
 
     def _step_result(
         self,

@@ -28,6 +28,8 @@ STEP_FIELDS = {
     "server_cpu_seconds",
     "deliveries_per_server_cpu_second",
     "generator_cpu_percent",
+    "other_cpu_percent",
+    "warnings",
     "status",
     "problems",
 }
