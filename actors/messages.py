@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 import attrs
+import trio
 
 from runtime.actor import Fail
 from runtime.protocol.frames import SharedFrame
@@ -51,6 +52,7 @@ class JoinSession:
     peer: Peer
     since: int | None
     ref: Ref
+    enqueued_at: float = attrs.field(factory=trio.current_time, eq=False)  # for latency metrics
 
 
 @attrs.frozen
@@ -58,6 +60,7 @@ class LeaveSession:
     peer: Peer
     ref: Ref
     reply: bool = True  # False when the connection is gone and nobody is listening
+    enqueued_at: float = attrs.field(factory=trio.current_time, eq=False)
 
 
 @attrs.frozen
@@ -67,6 +70,7 @@ class PublishEvent:
     data: JSON
     durable: bool
     ref: Ref
+    enqueued_at: float = attrs.field(factory=trio.current_time, eq=False)  # publish-to-delivery
 
 
 @attrs.frozen
@@ -99,6 +103,7 @@ class Untrack:
 @attrs.frozen
 class SetPresence:
     state: JSON
+    at: float | None = attrs.field(default=None, eq=False)  # trio time posted, for metrics
 
 
 PresenceMessage = Track | Untrack | SetPresence

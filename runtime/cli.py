@@ -13,6 +13,7 @@ import trio
 
 from runtime.app import jwt_secret, open_node
 from runtime.config import ConfigError, Settings, add_setting_flags, load_settings
+from runtime.observability.logs import configure_logging
 from runtime.security.tokens import mint_token
 
 logger = logging.getLogger("tandem")
@@ -37,12 +38,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="per-session role grant (repeatable)",
     )
     commands.add_parser("version", help="print the version")
+    status = commands.add_parser("status", help="print a node's /status as tables")
+    status.add_argument("--url", default="http://127.0.0.1:8080", help="the node's base URL")
+    report = commands.add_parser("report", help="latency percentiles against the SLA table")
+    report.add_argument("--url", default="http://127.0.0.1:8080", help="the node's base URL")
+    report.add_argument("--since", default="10m", help="interval between two scrapes (5s, 10m)")
+    report.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
     args, _ = parser.parse_known_args(argv)
     try:
         if args.command == "serve":
             return _serve(list(argv or sys.argv[1:])[1:])
         if args.command == "token":
             return _token(args)
+        if args.command in ("status", "report"):
+            return _observe(args)
     except ConfigError as exc:
         print(f"tandem: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -54,10 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(argv: list[str]) -> int:
     settings = load_settings(argv)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format, profile=settings.profile)
     trio.run(_run_until_signal, settings)
     return 0
 
@@ -74,6 +80,28 @@ async def _run_until_signal(settings: Settings) -> None:
             async for signum in signals:
                 logger.info("signal %s: shutting down gracefully", signum)
                 break
+
+
+def _observe(args: argparse.Namespace) -> int:
+    import urllib.error
+
+    import orjson
+    from rich.console import Console
+
+    from runtime.observability import report, status_view
+
+    console = Console()
+    try:
+        if args.command == "status":
+            data = orjson.loads(report.fetch(args.url.rstrip("/") + "/status"))
+            status_view.render_status(data, console)
+        else:
+            interval = report.parse_duration(args.since)
+            report.run_report(args.url, interval, console=console, markdown_path=args.markdown)
+    except (OSError, urllib.error.URLError, ValueError) as exc:
+        print(f"tandem {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -57,6 +57,15 @@ class Settings:
     shutdown_timeout: float = _setting(10.0, "seconds to drain on shutdown before cancelling")
     max_sessions_per_connection: int = _setting(100, "sessions one connection may join")
     log_level: str = _setting("info", "debug, info, warning or error")
+    log_format: str = _setting("auto", "auto (json in production, text in dev), json or text")
+    alert_interval: float = _setting(10.0, "seconds per alert evaluation window")
+    alert_publish_p99: float = _setting(0.1, "alert when publish-to-delivery p99 exceeds (s)")
+    alert_session_p99: float = _setting(0.2, "alert when join/leave p99 exceeds (s)")
+    alert_presence_p99: float = _setting(0.05, "alert when presence update p99 exceeds (s)")
+    alert_database_p99: float = _setting(0.1, "alert when database call p99 exceeds (s)")
+    alert_redis_p99: float = _setting(0.01, "alert when Redis call p99 exceeds (s)")
+    alert_mailbox_depth: int = _setting(512, "alert when one mailbox holds more messages")
+    alert_restarts: int = _setting(10, "alert when supervisors restart more per window")
 
     @property
     def is_production(self) -> bool:

@@ -18,6 +18,7 @@ import trio
 
 from actors.messages import JoinSession, LeaveSession, PublishEvent, SetPresence
 from runtime.mailbox import MailboxClosed
+from runtime.observability.logs import bind_user
 from runtime.protocol import messages as wire
 from runtime.protocol.codec import DecodeError, decode
 from runtime.protocol.errors import CloseCode, ErrorCode
@@ -106,6 +107,7 @@ class Dispatcher:
                 conn.close(_AUTH_CLOSE[exc.code], exc.message)
             return
         conn.identity = identity
+        bind_user(identity.user_id)
         conn.send(wire.authenticated(identity.user_id, identity.name, message.ref))
 
     async def _join(self, conn: ClientConnection, message: Join) -> None:
@@ -171,7 +173,7 @@ class Dispatcher:
             return
         try:
             mailbox = await self._node.presence_mailbox(message.session_id)
-            mailbox.post(conn.id, SetPresence(message.state))
+            mailbox.post(conn.id, SetPresence(message.state, at=trio.current_time()))
         except (MailboxClosed, SpawnFailed):
             conn.send(
                 wire.error(ErrorCode.OVERLOADED, "presence is restarting; retry", message.ref)

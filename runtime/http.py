@@ -14,6 +14,9 @@ from urllib.parse import parse_qs
 
 import attrs
 import orjson
+import trio
+
+from runtime import metrics
 
 
 @attrs.frozen
@@ -55,6 +58,19 @@ def error_response(status: int, code: str, message: str) -> HttpResponse:
 Handler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
+def _timed(handler: Handler, histogram: metrics.Histogram) -> Handler:
+    """``handler``, observing its duration in the route's histogram."""
+
+    async def timed(request: HttpRequest) -> HttpResponse:
+        start = trio.current_time()
+        try:
+            return await handler(request)
+        finally:
+            histogram.observe(trio.current_time() - start)
+
+    return timed
+
+
 class HttpRouter:
     """Routes by method and path pattern (``/v1/sessions/{id}``)."""
 
@@ -63,7 +79,8 @@ class HttpRouter:
 
     def add(self, method: str, pattern: str, handler: Handler) -> None:
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern)
-        self._routes.append((method, re.compile(f"^{regex}$"), handler))
+        timed = _timed(handler, metrics.http_route(f"{method} {pattern}"))
+        self._routes.append((method, re.compile(f"^{regex}$"), timed))
 
     async def dispatch(self, request: HttpRequest) -> HttpResponse:
         allowed = []

@@ -25,12 +25,15 @@ import trio
 from actors.messages import PresenceChanged, PresenceMessage, SessionMessage, merge_presence
 from actors.presence.actor import PresenceActor, PresenceConfig
 from actors.session.actor import SessionActor, SessionConfig
+from runtime import metrics
 from runtime.actor import BatchPolicy, Fail
 from runtime.config import Settings, public_view
 from runtime.dispatcher import Dispatcher
 from runtime.gateways.store import EventStore
 from runtime.http import HttpRequest, HttpResponse, HttpRouter, json_response
 from runtime.mailbox import CoalescingMailbox, Mailbox, MailboxClosed
+from runtime.observability.logs import bind_connection
+from runtime.observability.observer import Observer
 from runtime.protocol import messages as wire_messages
 from runtime.protocol.errors import CloseCode
 from runtime.registry import ActorKind, ActorRegistry
@@ -122,10 +125,13 @@ class TandemNode:
         self.registry.add_kind(self.presence_kind)
         self.http.add("GET", "/healthz", self._healthz)
         self.http.add("GET", "/readyz", self._readyz)
+        self.observer = Observer(self)  # /metrics, scheduler lag, alerts
         if settings.internal_port is None:
             self.http.add("GET", "/status", self._status)
+            self.http.add("GET", "/metrics", self.observer.metrics_endpoint)
         self.internal_http = HttpRouter()
         self.internal_http.add("GET", "/status", self._status)
+        self.internal_http.add("GET", "/metrics", self.observer.metrics_endpoint)
         self.internal_http.add("GET", "/healthz", self._healthz)
 
     # -- actors -------------------------------------------------------------------
@@ -184,6 +190,7 @@ class TandemNode:
                 supervisor=self.presence_supervisor,
             )
             nursery.start_soon(self._heartbeat)
+            nursery.start_soon(self.observer.run)
             async with trio.open_nursery() as listeners:
                 if self.settings.port >= 0:
                     self.public_port = await listeners.start(
@@ -295,6 +302,7 @@ class TandemNode:
     ) -> None:
         conn_id = f"{self._node_id}-{next(self._ids)}"
         identity, problem = self._identity_from_target(target, conn_id)
+        bind_connection(conn_id, identity.user_id if identity else None)
         conn = ClientConnection(
             conn_id,
             wire,
@@ -306,6 +314,7 @@ class TandemNode:
         def opened(conn: ClientConnection) -> None:
             self.connections[conn.id] = conn
             self.connections_opened += 1
+            metrics.CONNECTIONS_OPENED.inc()
             if problem is not None:
                 code, message = problem
                 conn.send(wire_messages.error(code, message))
@@ -330,6 +339,8 @@ class TandemNode:
 
         async def closed(conn: ClientConnection) -> None:
             self.connections.pop(conn.id, None)
+            metrics.connection_closed(conn.close_code)
+            logger.debug("connection closed (code %s)", conn.close_code)
             if not self.connections:
                 self._connections_emptied.set()
             await self.dispatcher.disconnected(conn)
@@ -375,5 +386,6 @@ class TandemNode:
             },
             "sessions": self.registry.count(self.session_kind),
             "actors": self.root.status(),
+            **self.observer.status(),  # alerts, slowest mailboxes, scheduler lag
             "settings": public_view(self.settings),
         }

@@ -28,6 +28,9 @@ from typing import Any
 import attrs
 import trio
 
+from runtime import metrics
+from runtime.observability.logs import scrub
+
 logger = logging.getLogger(__name__)
 
 ChildFn = Callable[..., Awaitable[None]]  # async def fn(*, task_status=...) -> None
@@ -96,7 +99,7 @@ def describe_failure(exc: BaseException) -> str:
     """Type and message of a failure, unwrapping single-exception groups (no traceback)."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
-    text = str(exc)
+    text = scrub(str(exc))  # /status and logs show it: no credentials
     return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
@@ -269,6 +272,7 @@ class Supervisor:
 
     def _record_failure(self, child: Child, group: BaseExceptionGroup[Exception]) -> None:
         child.last_failure = describe_failure(group)
+        metrics.actor_failures.bind(child.kind).inc()  # kinds are few: session, presence, ...
         child.last_failure_at = trio.current_time()
         self.recent_failures.append(
             {

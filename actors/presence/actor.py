@@ -18,7 +18,9 @@ import trio
 
 from actors.messages import PresenceChanged, PresenceMessage, SetPresence, Track, Untrack
 from actors.presence.state import Changes, PresenceState
+from runtime import metrics
 from runtime.mailbox import CoalescingMailbox
+from runtime.observability.logs import bind_actor
 
 
 @attrs.frozen
@@ -50,6 +52,7 @@ class PresenceActor:
         so presence heals as members update or rejoin (a crash here is rare and
         never touches the event stream).
         """
+        bind_actor(self.session_id)
         task_status.started()
         tick = max(self._config.away_after / 4, 0.05)
         idle_since = trio.current_time()
@@ -88,6 +91,8 @@ class PresenceActor:
                 )
             elif isinstance(message, SetPresence):
                 changes = self._state.update(conn_id, message.state, now)
+                if message.at is not None:  # posted until applied (coalescing included)
+                    metrics.PRESENCE.observe(now - message.at)
             elif isinstance(message, Untrack):
                 changes = self._state.untrack(conn_id)
             for user_id in changes.joined:

@@ -33,9 +33,11 @@ from actors.messages import (
     Untrack,
 )
 from actors.session.state import RetainedEvent, SessionLog
+from runtime import metrics
 from runtime.actor import BatchPolicy, run_batch_loop
 from runtime.gateways.store import EventStore, StoredEvent
 from runtime.mailbox import CoalescingMailbox, Mailbox, MailboxClosed
+from runtime.observability.logs import bind_actor
 from runtime.protocol import messages as wire
 from runtime.protocol.codec import encode, encode_batch
 from runtime.protocol.errors import ErrorCode
@@ -87,6 +89,7 @@ class SessionActor:
         (``session:left`` with a reason) so clients rejoin with ``since`` and
         miss nothing; the supervisor starts a fresh actor on the same mailbox.
         """
+        bind_actor(self.session_id)
         head = await self._store.load_head(self.session_id)
         self._log.seq = head.last_seq
         self._log.first_retained = head.first_retained_seq
@@ -119,8 +122,10 @@ class SessionActor:
                 await self._flush(pending)
                 pending = _Pending()
                 await self._join(message)
+                metrics.JOIN.observe(trio.current_time() - message.enqueued_at)
             elif isinstance(message, LeaveSession):
                 await self._leave(message)
+                metrics.LEAVE.observe(trio.current_time() - message.enqueued_at)
             elif isinstance(message, PresenceChanged):
                 self._presence(message, pending)
         await self._flush(pending)
@@ -144,6 +149,7 @@ class SessionActor:
         if event.stored is not None:
             pending.to_store.append(event.stored)
         pending.acks.append((message.peer, event.seq, message.ref))
+        pending.published_at.append(message.enqueued_at)
 
     async def _join(self, message: JoinSession) -> None:
         peer = message.peer
@@ -234,6 +240,13 @@ class SessionActor:
                     gone.append(peer)
                 else:
                     peer.send_shared(frame)
+            metrics.FRAMES_FLUSHED.inc()
+            metrics.EVENTS_PER_FRAME.observe(len(pending.outgoing))
+            metrics.FANOUT.inc(len(self._members) - len(gone))
+            if pending.published_at:  # publish-to-delivery: handed to every member's outbox
+                now = trio.current_time()
+                for enqueued_at in pending.published_at:
+                    metrics.PUBLISH.observe(now - enqueued_at)
             for peer in gone:  # a socket died without its leave arriving yet
                 await self._leave(LeaveSession(peer, None, reply=False))
         for peer, seq, ref in pending.acks:
@@ -267,6 +280,7 @@ class _Pending:
     is_event: list[bool] = attrs.field(factory=list)
     to_store: list[StoredEvent] = attrs.field(factory=list)
     acks: list[tuple[Peer, int, Any]] = attrs.field(factory=list)
+    published_at: list[float] = attrs.field(factory=list)  # enqueue times, for metrics
 
     def add(self, encoded: bytes) -> None:
         self.outgoing.append(encoded)
@@ -277,6 +291,7 @@ class _Pending:
         self.is_event = [False] * len(self.outgoing)
         self.to_store.clear()
         self.acks.clear()
+        self.published_at.clear()
 
 
 __all__ = ["RetainedEvent", "SessionActor", "SessionConfig"]

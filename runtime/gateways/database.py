@@ -32,6 +32,8 @@ import psycopg
 import psycopg_pool
 import trio
 
+from runtime import metrics
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -132,6 +134,7 @@ class DatabaseGateway:
         self._last_error: str | None = None
         self._last_error_at: float | None = None
         self._ok = True
+        metrics.DATABASE_POOLS.add(self)  # pool gauges on /metrics
 
     # -- public API -----------------------------------------------------------------
 
@@ -230,6 +233,7 @@ class DatabaseGateway:
         attempts = 2 if idempotent else 1
         for attempt in range(1, attempts + 1):
             running = _Running()
+            started = trio.current_time()
             try:
                 result = await trio.to_thread.run_sync(
                     self._work_in_thread,
@@ -251,6 +255,8 @@ class DatabaseGateway:
                     log.info("database connection broke (%s); retrying once", broken.cause)
                     continue
                 raise DatabaseUnavailable(str(broken.cause)) from broken.cause
+            finally:
+                metrics.DATABASE.observe(trio.current_time() - started)
             self._ok = True
             return result
         raise AssertionError("unreachable")

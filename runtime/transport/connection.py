@@ -28,6 +28,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError
 
+from runtime import metrics
 from runtime.protocol import messages as wire_messages
 from runtime.protocol.codec import encode
 from runtime.protocol.errors import CloseCode, ErrorCode
@@ -88,10 +89,12 @@ class ClientConnection:
 
     def send_shared(self, frame: SharedFrame) -> None:
         if self._outbox is not None and not self.closed:
+            metrics.MESSAGES_OUT.inc()
             self._outbox.write(frame.websocket)
 
     def send(self, message: dict[str, Any]) -> None:
         if self._outbox is not None and not self.closed:
+            metrics.MESSAGES_OUT.inc()
             self._outbox.write(text_frame(encode(message)))
 
     def session_lost(self, session_id: str, reason: str) -> None:
@@ -147,6 +150,7 @@ class ClientConnection:
 
     async def _receive(self, data: bytes) -> None:
         self.last_seen = trio.current_time()
+        metrics.BYTES_IN.inc(len(data))
         self._ws.receive_data(data)
         for event in self._ws.events():
             if isinstance(event, TextMessage):
@@ -195,6 +199,7 @@ class ClientConnection:
             self._partial = None
         self._partial_bytes = 0
         self.messages_in += 1
+        metrics.MESSAGES_IN.inc()
         await self._on_text(self, chunk)
 
     # -- closing ------------------------------------------------------------------

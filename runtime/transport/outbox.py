@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import trio
 
+from runtime import metrics
 from runtime.transport.wire import Wire
 
 #: Largest single send when coalescing queued chunks.
@@ -75,6 +76,7 @@ class Outbox:
                 self._mark_broken()
                 return
             self.bytes_sent += sent
+            metrics.BYTES_OUT.inc(sent)
             if sent == len(data):
                 return
             data = data[sent:]
@@ -102,6 +104,7 @@ class Outbox:
                     self._mark_broken()
                     return
                 self.bytes_sent += sent
+                metrics.BYTES_OUT.inc(sent)
                 self.queued_bytes -= sent
                 if sent < len(chunk):
                     self._queue.appendleft(chunk[sent:])
