@@ -14,6 +14,9 @@ from typing import Any
 
 import pytest
 
+# The generator's own dependencies (not Tandem's): hdrhistogram for latency histograms.
+pytest.importorskip("hdrh", reason="loadgen needs `pip install hdrhistogram`")
+
 REPO = Path(__file__).resolve().parents[2]
 STEP_FIELDS = {
     "rate",
