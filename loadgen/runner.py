@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from loadgen.pool import WorkerPool
 from loadgen.procstat import CpuMeter, machine_busy_seconds, sample_group, sockstat_tcp
 from loadgen.scenarios import Plan
 from loadgen.servers import RunningServer
-from loadgen.worker import HIST_MAX_US, ConnSpec, WorkerConfig, worker_main
+from loadgen.worker import HIST_MAX_US, ConnSpec, WorkerConfig, conn_id
 
 GEN_CPU_LIMIT = 0.90  # above this a generator process, not the server, may be the bottleneck
 OTHER_CPU_WARN = 0.25  # cores' worth of CPU used by neither server nor generator: noisy machine
@@ -33,92 +32,6 @@ class Options:
     max_total_seconds: float
     pad: int
     durable: bool | None
-
-
-class WorkerPool:
-    def __init__(self, configs: list[WorkerConfig]) -> None:
-        ctx = mp.get_context("spawn")
-        self.pipes: list[Connection] = []
-        self.procs: list[Any] = []
-        for cfg in configs:
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=worker_main, args=(cfg, child), daemon=True)
-            proc.start()
-            child.close()
-            self.pipes.append(parent)
-            self.procs.append(proc)
-        self.progress: list[dict[str, Any]] = [{} for _ in configs]
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
-
-    def broadcast(self, msg: dict[str, Any]) -> None:
-        for pipe in self.pipes:
-            pipe.send(msg)
-
-    def wait_for(
-        self, event: str, timeout: float, tick: Callable[[], None] | None = None
-    ) -> list[dict[str, Any]]:
-        """One ``event`` message from every worker; progress messages are kept on the side."""
-        got: dict[int, dict[str, Any]] = {}
-        deadline = time.monotonic() + timeout
-        next_tick = time.monotonic() + 1.0
-        while len(got) < len(self.pipes):
-            now = time.monotonic()
-            if now > deadline:
-                raise TimeoutError(f"workers did not report {event!r} within {timeout:.0f}s")
-            if tick is not None and now >= next_tick:
-                tick()
-                next_tick = now + 1.0
-            for i, proc in enumerate(self.procs):
-                if not proc.is_alive() and i not in got:
-                    raise RuntimeError(f"generator process {i} died (exit {proc.exitcode})")
-            for pipe in wait(self.pipes, timeout=0.2):
-                assert isinstance(pipe, Connection)
-                i = self.pipes.index(pipe)
-                msg = pipe.recv()
-                if msg["ev"] == "progress":
-                    self.progress[i] = msg
-                elif msg["ev"] == event:
-                    got[i] = msg
-        return [got[i] for i in range(len(self.pipes))]
-
-    def pump(
-        self,
-        seconds: float,
-        tick: Callable[[], None] | None = None,
-        until: Callable[[], bool] | None = None,
-    ) -> None:
-        """Absorb progress messages for up to ``seconds`` (or until ``until()`` is true)."""
-        deadline = time.monotonic() + seconds
-        next_tick = time.monotonic() + 1.0
-        while time.monotonic() < deadline:
-            if until is not None and until():
-                return
-            for pipe in wait(self.pipes, timeout=0.1):
-                assert isinstance(pipe, Connection)
-                msg = pipe.recv()
-                if msg["ev"] == "progress":
-                    self.progress[self.pipes.index(pipe)] = msg
-            if tick is not None and time.monotonic() >= next_tick:
-                tick()
-                next_tick = time.monotonic() + 1.0
-
-    def total(self, key: str) -> int:
-        return sum(int(p.get(key, 0)) for p in self.progress)
-
-    def close(self) -> None:
-        for pipe in self.pipes:
-            try:
-                pipe.send({"cmd": "close"})
-            except (BrokenPipeError, OSError):
-                pass
-        for proc in self.procs:
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(2)
 
 
 def _configs(plan: Plan, server: RunningServer, opts: Options) -> list[WorkerConfig]:
@@ -151,7 +64,13 @@ class ScenarioRun:
         self, plan: Plan, server: RunningServer, opts: Options, log: Callable[[str], None]
     ) -> None:
         self.plan, self.server, self.opts, self.log = plan, server, opts, log
-        self.pool = WorkerPool(_configs(plan, server, opts))
+        configs = _configs(plan, server, opts)
+        self.session_of = {
+            conn_id(cfg.index, i): spec.session_id
+            for cfg in configs
+            for i, spec in enumerate(cfg.conns)
+        }
+        self.pool = WorkerPool(configs)
         self.gen_cpu = CpuMeter(self.pool.pids)
         self.started = time.monotonic()
         self._last_tick = (time.monotonic(), sample_group(server.pgid).cpu_seconds)
@@ -249,9 +168,17 @@ class ScenarioRun:
         self.phase = "drain"
         counter = "presence" if plan.kind == "presence" else "events"
 
+        quiet = {"count": -1, "since": time.monotonic()}
+
         def drained() -> bool:
-            acks_ok = plan.kind == "presence" or self.pool.total("acks") >= total_published
-            return self.pool.total(counter) >= expected and acks_ok
+            count = self.pool.total(counter)
+            if plan.kind == "presence":
+                # Servers may coalesce presence (last write wins): stop once nothing more
+                # arrives for a while; convergence is checked from the reports.
+                if count != quiet["count"]:
+                    quiet["count"], quiet["since"] = count, time.monotonic()
+                return count >= expected or time.monotonic() - quiet["since"] > 1.5
+            return count >= expected and self.pool.total("acks") >= total_published
 
         t_drain = time.monotonic()
         self.pool.pump(opts.drain_timeout, self.tick, drained)
@@ -264,11 +191,11 @@ class ScenarioRun:
             srv_window, srv_total, gen_fracs,
         )  # fmt: skip
         result["other_cpu_percent"] = round(100 * other, 1)
-        result["warnings"] = (
-            [f"other processes used {100 * other:.0f}% of a core: noisy machine, compare with care"]
-            if other > OTHER_CPU_WARN
-            else []
-        )
+        if other > OTHER_CPU_WARN:
+            result["warnings"].append(
+                f"other processes used {100 * other:.0f}% of a core: noisy machine, "
+                "compare with care"
+            )
         return result
 
     def _step_result(
@@ -292,7 +219,11 @@ class ScenarioRun:
         acks = sum(r["acks"] for r in reports)
         lost_conns = sum(r["lost"] for r in reports)
         problems: list[str] = []
-        if delivered < expected:
+        presence = self.plan.kind == "presence"
+        stale = self._stale_presence_pairs(reports) if presence else 0
+        if stale:
+            problems.append(f"{stale} (receiver, sender) pairs never saw the sender's last state")
+        if delivered < expected and not presence:
             problems.append(
                 f"{expected - delivered} of {expected} deliveries missing after a "
                 f"{self.opts.drain_timeout:g}s drain"
@@ -326,6 +257,7 @@ class ScenarioRun:
             "delivered": delivered,
             "acks": acks,
             "self_echoes_ignored": sum(r["self_echoes"] for r in reports),
+            "coalesced_updates": max(0, expected - delivered) if presence else None,
             "deliveries_per_second": round(delivered / max(window, 1e-9), 1),
             "latency_samples": count,
             "p50_ms": ms(hist.get_value_at_percentile(50)) if count else None,
@@ -340,7 +272,35 @@ class ScenarioRun:
             "generator_cpu_percent": [round(100 * g, 1) for g in gen],
             "status": status,
             "problems": problems,
+            "warnings": (
+                [
+                    f"{expected - delivered} presence updates coalesced by the server (last write "
+                    "wins); every member converged on every other member's last state"
+                ]
+                if presence and delivered < expected and not stale
+                else []
+            ),
         }
+
+    def _stale_presence_pairs(self, reports: list[dict[str, Any]]) -> int:
+        """Convergence: every member must end up with every other member's last state."""
+        last_sent: dict[int, int] = {}
+        seen: dict[int, dict[int, int]] = {}
+        for r in reports:
+            last_sent.update(r["presence_last_sent"])
+            seen.update(r["presence_seen"])
+        members: dict[str, list[int]] = {}
+        for cid, sid in self.session_of.items():
+            members.setdefault(sid, []).append(cid)
+        stale = 0
+        for ids in members.values():
+            for receiver in ids:
+                got = seen.get(receiver, {})
+                for sender in ids:
+                    want = last_sent.get(sender, 0)
+                    if sender != receiver and want and got.get(sender, 0) != want:
+                        stale += 1
+        return stale
 
 
 def run_plan(

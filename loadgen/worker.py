@@ -48,6 +48,11 @@ class WorkerConfig:
     durable: bool | None  # None: let the server choose (omit the field)
 
 
+def conn_id(worker_index: int, local_index: int) -> int:
+    """A connection's number, unique across generator processes."""
+    return worker_index * 1_000_000 + local_index
+
+
 def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < hard:
@@ -186,9 +191,7 @@ class Worker:
             delay = start + i * interval - self.loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(
-                self.loop.create_task(self._open_one(self.cfg.index * 1_000_000 + i, spec))
-            )
+            tasks.append(self.loop.create_task(self._open_one(conn_id(self.cfg.index, i), spec)))
         await asyncio.gather(*tasks)
         self._check_settled()
         try:
@@ -208,6 +211,9 @@ class Worker:
     # -- publishing -------------------------------------------------------------------------
     def _start_run(self, rate: float, start_at: float, duration: float) -> None:
         self.stats.reset()
+        for c in self.conns:
+            c.presence_seen.clear()
+            c.last_presence_sent = 0
         self.sent = 0
         self.sent_per_session.clear()
         self.phase = "run"
@@ -224,10 +230,11 @@ class Worker:
     def _message(self, conn: WsConnection, sid: str, k: int) -> bytes:
         pad = "x" * self.cfg.pad
         if self.cfg.kind == "presence":
+            stamp = conn.last_presence_sent = time.time_ns() // 1000
             msg: dict[str, Any] = {
                 "type": "presence:update",
                 "sessionId": sid,
-                "state": {"pt": time.time_ns() // 1000, "pc": conn.conn_id, "pad": pad},
+                "state": {"pt": stamp, "pc": conn.conn_id, "pad": pad},
             }
         else:
             msg = {
@@ -281,6 +288,16 @@ class Worker:
             "protocol_errors": s.protocol_errors,
             "errors": self.errors,
             "histogram": encode_histogram(s.latency_us),
+            **(self._presence_state() if self.cfg.kind == "presence" else {}),
+        }
+
+    def _presence_state(self) -> dict[str, Any]:
+        """What each connection last sent and, per sender, the newest state it received."""
+        return {
+            "presence_last_sent": {c.conn_id: c.last_presence_sent for c in self.conns},
+            "presence_seen": {
+                c.conn_id: {int(k): v for k, v in c.presence_seen.items()} for c in self.conns
+            },
         }
 
 

@@ -43,7 +43,9 @@ class Stats:
         self.self_echoes = 0
         self.protocol_errors = 0
 
-    def on_payload(self, payload: bytes, now_us: int, own_id: bytes) -> None:
+    def on_payload(
+        self, payload: bytes, now_us: int, own_id: bytes, seen: dict[bytes, int]
+    ) -> None:
         lat = self.latency_us
         if b'"t":' in payload:
             for m in EVENT_STAMP.finditer(payload):
@@ -53,11 +55,15 @@ class Stats:
             self.acks += payload.count(b"event:ack")
         if b'"pt":' in payload:
             for m in PRESENCE_STAMP.finditer(payload):
-                if m.group(2) == own_id:
+                sender = m.group(2)
+                if sender == own_id:
                     self.self_echoes += 1
                     continue
-                lat.append(now_us - int(m.group(1)))
+                stamp = int(m.group(1))
+                lat.append(now_us - stamp)
                 self.presence += 1
+                if sender is not None and stamp > seen.get(sender, 0):
+                    seen[sender] = stamp
 
 
 def _frame(opcode: int, payload: bytes) -> bytes:
@@ -89,6 +95,8 @@ class WsConnection(asyncio.Protocol):
     ) -> None:
         self.conn_id = conn_id
         self.own_id = str(conn_id).encode()
+        self.presence_seen: dict[bytes, int] = {}  # sender conn id -> newest stamp received
+        self.last_presence_sent = 0
         self.host, self.port, self.path = host, port, path
         self.socketio = socketio
         self.join_message = join_message
@@ -202,7 +210,7 @@ class WsConnection(asyncio.Protocol):
             elif b'"error"' in payload:
                 self.fail(f"join failed: {payload[:200]!r}")
             return
-        self.stats.on_payload(payload, now, self.own_id)
+        self.stats.on_payload(payload, now, self.own_id, self.presence_seen)
 
     # -- sending ----------------------------------------------------------------------------
     def _write(self, data: bytes) -> None:
