@@ -24,6 +24,12 @@ import trio
 import trio_websocket
 
 
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url) as response:
+        body: bytes = response.read()
+    return body
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -64,7 +70,7 @@ async def _window(
             await trio.sleep(seconds)
             break
         t0 = time.perf_counter()
-        await trio.to_thread.run_sync(lambda: urllib.request.urlopen(base + "/metrics").read())
+        await trio.to_thread.run_sync(_get, base + "/metrics")
         scrapes.append(time.perf_counter() - t0)
         await trio.sleep(max(0.0, every - (time.perf_counter() - t0)))
     elapsed = time.perf_counter() - start
@@ -75,12 +81,13 @@ async def _window(
 async def _main(args: argparse.Namespace) -> None:
     port = _free_port()
     env = dict(os.environ, TANDEM_PORT=str(port), TANDEM_LOG_LEVEL="warning")
-    server = subprocess.Popen([sys.executable, "-m", "runtime.cli", "serve"], env=env)
+    command = [sys.executable, "-m", "runtime.cli", "serve"]
+    server = await trio.to_thread.run_sync(lambda: subprocess.Popen(command, env=env))
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(100):
             try:
-                urllib.request.urlopen(base + "/healthz").read()
+                await trio.to_thread.run_sync(_get, base + "/healthz")
                 break
             except OSError:
                 await trio.sleep(0.1)
@@ -88,7 +95,8 @@ async def _main(args: argparse.Namespace) -> None:
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             for i in range(args.clients):
-                nursery.start_soon(_member, f"ws://127.0.0.1:{port}/", args.rate if i == 0 else 0, stop)
+                rate = args.rate if i == 0 else 0.0
+                nursery.start_soon(_member, f"ws://127.0.0.1:{port}/", rate, stop)
             await trio.sleep(2)  # warm up
             results = []
             for label, every in (("none", None), ("15 s", 15.0), ("1 s", 1.0), ("0.1 s", 0.1)):
@@ -96,7 +104,7 @@ async def _main(args: argparse.Namespace) -> None:
                 results.append((label, cpu, scrape))
             stop.set()
             nursery.cancel_scope.cancel()
-        size = len(urllib.request.urlopen(base + "/metrics").read())
+        size = len(await trio.to_thread.run_sync(_get, base + "/metrics"))
         base_cpu = results[0][1]
         print(f"{args.clients} members, {args.rate:g} publishes/s, /metrics is {size} bytes")
         print("| scrape every | server CPU (% of a core) | added | mean scrape time |")
