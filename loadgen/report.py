@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,9 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _bars(title: str, items: list[tuple[str, float, str]], y0: int, width: int) -> tuple[str, int]:
+def _bars(
+    title: str, items: list[tuple[str, float, str]], y0: int, width: int, log: bool = False
+) -> tuple[str, int]:
     """One horizontal bar panel; returns SVG text and the height used."""
     label_w, bar_h, gap = 230, 18, 6
     top = y0 + 26
@@ -117,7 +120,8 @@ def _bars(title: str, items: list[tuple[str, float, str]], y0: int, width: int) 
     ]
     for i, (label, value, color) in enumerate(items):
         y = top + i * (bar_h + gap)
-        w = (width - label_w - 90) * value / maxv
+        share = math.log10(1 + value) / math.log10(1 + maxv) if log else value / maxv
+        w = (width - label_w - 90) * share
         out.append(
             f'<text x="{label_w - 6}" y="{y + 13}" font-size="12" text-anchor="end">'
             f"{html.escape(label)}</text>"
@@ -134,7 +138,7 @@ COLORS = {"OK": "#3b7dd8", "INVALID": "#d8a23b", "FAILED": "#d83b3b"}
 
 def svg(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
     width = 760
-    panels: list[tuple[str, list[tuple[str, float, str]]]] = []
+    panels: list[tuple[str, list[tuple[str, float, str]], bool]] = []
     if meta["scenario"] == "connections":
         items = [
             (
@@ -145,7 +149,7 @@ def svg(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
             for r in results
             if r.get("connect")
         ]
-        panels.append(("server RSS per connection (bytes)", items))
+        panels.append(("server RSS per connection (bytes)", items, False))
     else:
         rows = _rows(results)
         eff = [
@@ -164,12 +168,12 @@ def svg(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
             )
             for r, s in rows
         ]
-        panels.append(("deliveries per server CPU-second (higher is better)", eff))
-        panels.append(("p99 delivery latency, ms (lower is better)", p99))
+        panels.append(("deliveries per server CPU-second (higher is better)", eff, False))
+        panels.append(("p99 delivery latency, ms (lower is better; log scale)", p99, True))
     body: list[str] = []
     y = 30
-    for title, items in panels:
-        text, used = _bars(title, items, y, width)
+    for title, items, log in panels:
+        text, used = _bars(title, items, y, width, log)
         body.append(text)
         y += used
     head = (
