@@ -82,7 +82,16 @@ class PresenceChanged:
     updated: list[JSON]
 
 
-SessionMessage = JoinSession | LeaveSession | PublishEvent | PresenceChanged | Fail
+@attrs.frozen(eq=False)
+class GetParticipants:
+    """A question: who is present. The answer goes to ``reply`` (a channel of size 1)."""
+
+    reply: trio.MemorySendChannel[list[JSON]]
+
+
+SessionMessage = (
+    JoinSession | LeaveSession | PublishEvent | PresenceChanged | GetParticipants | Fail
+)
 
 
 # --- to a presence actor (coalesced per connection id) -----------------------------

@@ -1,23 +1,34 @@
-"""Assembling a node from settings: its store, its token verifier, its secret.
+"""Assembling a node from settings: its stores, its token verifier, its secret.
 
 Used by ``tandem serve`` and by the test kit, so both run the same wiring.
+With ``TANDEM_DATABASE_URL`` the stores are PostgreSQL through the pooled
+gateway; without it an embedded PostgreSQL runs in ``TANDEM_DATA_DIR`` — one
+SQL dialect and one code path everywhere. Migrations run at start.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
+import attrs
 import trio
 
 from runtime.config import Settings
-from runtime.gateways.memory import MemoryEventStore
+from runtime.gateways.database import DatabaseGateway, open_database_gateway
+from runtime.gateways.memory import MemoryEventStore, MemorySessionRepository, MemoryState
+from runtime.gateways.migrate import migrate
+from runtime.gateways.postgres import PostgresEventStore, PostgresSessionRepository
+from runtime.gateways.sessions import CachedSessionRepository, SessionRepository
 from runtime.gateways.store import EventStore
 from runtime.node import TandemNode
 from runtime.security.tokens import TokenVerifier
+
+logger = logging.getLogger(__name__)
 
 DEV_SECRET_FILE = "dev-jwt-secret"
 
@@ -43,16 +54,66 @@ def jwt_secret(settings: Settings) -> str:
     return settings.jwt_secret or dev_secret(settings.data_dir)
 
 
+@attrs.frozen
+class Stores:
+    events: EventStore
+    sessions: SessionRepository
+    database: DatabaseGateway | None = None
+
+
+def memory_stores() -> Stores:
+    state = MemoryState()
+    return Stores(MemoryEventStore(state), MemorySessionRepository(state))
+
+
+@asynccontextmanager
+async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
+    """PostgreSQL stores at ``database_url``, or on an embedded server in ``data_dir``."""
+    async with AsyncExitStack() as stack:
+        url = settings.database_url
+        if not url:
+            from runtime.gateways.embedded_postgres import open_embedded_postgres
+
+            pgdata = Path(settings.data_dir) / "postgres"
+            logger.info("no TANDEM_DATABASE_URL: starting embedded PostgreSQL in %s", pgdata)
+            url = await stack.enter_async_context(open_embedded_postgres(pgdata))
+        db = await stack.enter_async_context(
+            open_database_gateway(
+                url,
+                min_size=settings.db_pool_min,
+                max_size=settings.db_pool_max,
+                statement_timeout_s=settings.db_statement_timeout,
+            )
+        )
+        applied = await migrate(db)
+        if applied:
+            logger.info("applied migrations %s", ", ".join(applied))
+        yield Stores(PostgresEventStore(db), PostgresSessionRepository(db), db)
+
+
 @asynccontextmanager
 async def open_node(
-    settings: Settings, *, store: EventStore | None = None
+    settings: Settings, *, stores: Stores | None = None
 ) -> AsyncIterator[TandemNode]:
     """Run a node (in a nursery of its own) for the duration of the block, then shut it down."""
-    verifier = TokenVerifier(hs256_secret=jwt_secret(settings))
-    node = TandemNode(settings, store=store or MemoryEventStore(), verifier=verifier)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(node.run)
-        try:
-            yield node
-        finally:
-            node.shutdown()
+    async with AsyncExitStack() as stack:
+        if stores is None:
+            stores = await stack.enter_async_context(open_stores(settings))
+        verifier = TokenVerifier(hs256_secret=jwt_secret(settings))
+        node = TandemNode(
+            settings,
+            store=stores.events,
+            sessions=CachedSessionRepository(
+                stores.sessions,
+                session_ttl=settings.cache_session_ttl,
+                member_ttl=settings.cache_member_ttl,
+            ),
+            database=stores.database,
+            verifier=verifier,
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            try:
+                yield node
+            finally:
+                node.shutdown()

@@ -54,6 +54,15 @@ class Settings:
     )
     memory_retention: int = _setting(1000, "events per session kept in memory for fast resume")
     passivate_after: float = _setting(300.0, "seconds an idle actor lives before it is stopped")
+    db_pool_min: int = _setting(2, "PostgreSQL connections kept open")
+    db_pool_max: int = _setting(20, "most PostgreSQL connections (and worker threads using them)")
+    db_statement_timeout: float = _setting(30.0, "seconds before PostgreSQL cancels a statement")
+    retention_events: int = _setting(100_000, "events kept per session in the store (0: no limit)")
+    retention_seconds: float = _setting(
+        30 * 86400.0, "seconds events are kept in the store (0: forever)"
+    )
+    cache_session_ttl: float = _setting(300.0, "seconds session metadata stays cached")
+    cache_member_ttl: float = _setting(600.0, "seconds a membership stays cached")
     shutdown_timeout: float = _setting(10.0, "seconds to drain on shutdown before cancelling")
     max_sessions_per_connection: int = _setting(100, "sessions one connection may join")
     log_level: str = _setting("info", "debug, info, warning or error")

@@ -20,15 +20,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import trio
 
-from actors.messages import PresenceChanged, PresenceMessage, SessionMessage, merge_presence
+from actors.messages import (
+    GetParticipants,
+    PresenceChanged,
+    PresenceMessage,
+    SessionMessage,
+    merge_presence,
+)
 from actors.presence.actor import PresenceActor, PresenceConfig
 from actors.session.actor import SessionActor, SessionConfig
 from runtime import metrics
 from runtime.actor import BatchPolicy, Fail
+from runtime.api.openapi import OPENAPI
+from runtime.api.sessions import SessionsApi
 from runtime.config import Settings, public_view
 from runtime.dispatcher import Dispatcher
+from runtime.gateways.database import DatabaseGateway
+from runtime.gateways.sessions import CachedSessionRepository
 from runtime.gateways.store import EventStore
 from runtime.http import HttpRequest, HttpResponse, HttpRouter, json_response
 from runtime.mailbox import CoalescingMailbox, Mailbox, MailboxClosed
@@ -53,11 +64,15 @@ class TandemNode:
         settings: Settings,
         *,
         store: EventStore,
+        sessions: CachedSessionRepository,
         verifier: TokenVerifier,
+        database: DatabaseGateway | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.store = store
+        self.sessions = sessions
+        self.database = database
         self.verifier = verifier
         self.wall_clock = wall_clock
         self.registry = ActorRegistry()
@@ -80,19 +95,21 @@ class TandemNode:
         self._nursery: trio.Nursery | None = None
         self._shutdown = trio.Event()
         self._connections_emptied = trio.Event()
-        self._limits = Limits(max_frame_bytes=settings.max_message_bytes)
+        self.limits = Limits(max_frame_bytes=settings.max_message_bytes)
         self._conn_limits = ConnectionLimits(
             max_message_bytes=settings.max_message_bytes,
             outbound_bytes=settings.outbound_limit,
             max_sessions=settings.max_sessions_per_connection,
         )
         self.dispatcher = Dispatcher(
-            self, verifier=verifier, limits=self._limits, wall_clock=wall_clock
+            self, verifier=verifier, limits=self.limits, wall_clock=wall_clock
         )
         session_config = SessionConfig(
             memory_retention=settings.memory_retention,
             passivate_after=settings.passivate_after,
             batch=BatchPolicy(max_batch=settings.batch_max, delay=settings.batch_delay),
+            retention_events=settings.retention_events,
+            retention_seconds=settings.retention_seconds,
         )
         presence_config = PresenceConfig(
             away_after=settings.away_after, passivate_after=settings.passivate_after
@@ -125,6 +142,8 @@ class TandemNode:
         self.registry.add_kind(self.presence_kind)
         self.http.add("GET", "/healthz", self._healthz)
         self.http.add("GET", "/readyz", self._readyz)
+        self.http.add("GET", "/openapi.json", self._openapi)
+        SessionsApi(self).register(self.http)
         self.observer = Observer(self)  # /metrics, scheduler lag, alerts
         if settings.internal_port is None:
             self.http.add("GET", "/status", self._status)
@@ -150,6 +169,20 @@ class TandemNode:
             await mailbox.send(change)
         except MailboxClosed:
             pass
+
+    async def participants(self, session_id: str) -> list[Any]:
+        """Who is present in a live session (an empty list when it is not live)."""
+        mailbox = self.registry.lookup(self.session_kind, session_id)
+        if mailbox is None:
+            return []
+        send, receive = trio.open_memory_channel[list[Any]](1)
+        with trio.move_on_after(self.settings.mailbox_timeout):
+            try:
+                await mailbox.send(GetParticipants(send))
+            except MailboxClosed:
+                return []
+            return await receive.receive()
+        return []
 
     async def inject_failure(self, key: str, reason: str = "injected failure") -> bool:
         """Fault injection: make the live actor ``key`` crash. False if not live."""
@@ -368,7 +401,12 @@ class TandemNode:
     async def _readyz(self, request: HttpRequest) -> HttpResponse:
         if not self.accepting:
             return json_response(503, {"status": "starting or stopping"})
+        if self.database is not None and not self.database.health().ok:
+            return json_response(503, {"status": "database unavailable"})
         return json_response(200, {"status": "ready"})
+
+    async def _openapi(self, request: HttpRequest) -> HttpResponse:
+        return json_response(200, OPENAPI)
 
     async def _status(self, request: HttpRequest) -> HttpResponse:
         return json_response(200, self.status())
@@ -385,6 +423,7 @@ class TandemNode:
                 "slowest": [c.status() for c in queued[:5] if c.outbound_queued],
             },
             "sessions": self.registry.count(self.session_kind),
+            "database": attrs.asdict(self.database.health()) if self.database else None,
             "actors": self.root.status(),
             **self.observer.status(),  # alerts, slowest mailboxes, scheduler lag
             "settings": public_view(self.settings),

@@ -23,6 +23,7 @@ import attrs
 import trio
 
 from actors.messages import (
+    GetParticipants,
     JoinSession,
     LeaveSession,
     Peer,
@@ -35,6 +36,8 @@ from actors.messages import (
 from actors.session.state import RetainedEvent, SessionLog
 from runtime import metrics
 from runtime.actor import BatchPolicy, run_batch_loop
+from runtime.gateways.database import DatabaseError
+from runtime.gateways.memory import SeqConflict, StoreError, normalize_ts
 from runtime.gateways.store import EventStore, StoredEvent
 from runtime.mailbox import CoalescingMailbox, Mailbox, MailboxClosed
 from runtime.observability.logs import bind_actor
@@ -55,6 +58,9 @@ class SessionConfig:
     replay_limit: int = 10_000  # most events one resume reads from the store
     passivate_after: float = 300.0
     batch: BatchPolicy = attrs.field(factory=BatchPolicy)
+    retention_events: int = 0  # keep at most this many in the store (0: no limit)
+    retention_seconds: float = 0.0  # and none older than this (0: forever)
+    trim_every: int = 1000  # apply retention after this many new events (and at start)
 
 
 class SessionActor:
@@ -90,9 +96,7 @@ class SessionActor:
         miss nothing; the supervisor starts a fresh actor on the same mailbox.
         """
         bind_actor(self.session_id)
-        head = await self._store.load_head(self.session_id)
-        self._log.seq = head.last_seq
-        self._log.first_retained = head.first_retained_seq
+        await self._apply_retention()
         task_status.started()
         try:
             await run_batch_loop(
@@ -108,6 +112,22 @@ class SessionActor:
 
     def is_idle(self) -> bool:
         return not self._members
+
+    async def _apply_retention(self) -> None:
+        """Trim the store to the retention policy, then (re)read the head."""
+        config = self._config
+        if config.retention_events or config.retention_seconds:
+            await self._store.trim(
+                self.session_id,
+                keep_last=config.retention_events or None,
+                older_than_s=config.retention_seconds or None,
+            )
+        head = await self._store.load_head(self.session_id)
+        self._log.seq = max(self._log.seq, head.last_seq)
+        self._log.first_retained = head.first_retained_seq
+        self._stored_since_trim = 0
+
+    _stored_since_trim = 0
 
     # -- message handling ---------------------------------------------------------
 
@@ -128,6 +148,11 @@ class SessionActor:
                 metrics.LEAVE.observe(trio.current_time() - message.enqueued_at)
             elif isinstance(message, PresenceChanged):
                 self._presence(message, pending)
+            elif isinstance(message, GetParticipants):
+                try:
+                    message.reply.send_nowait(list(self._participants.values()))
+                except (trio.WouldBlock, trio.BrokenResourceError):
+                    pass  # the asker gave up
         await self._flush(pending)
 
     def _publish(self, message: PublishEvent, pending: _Pending) -> None:
@@ -141,8 +166,10 @@ class SessionActor:
                 )
             )
             return
+        # Timestamps are kept at the store's precision so live and replayed events match.
+        ts = normalize_ts(self._clock())
         event = self._log.append(
-            message.name, message.data, message.peer.user_id, self._clock(), message.durable
+            message.name, message.data, message.peer.user_id, ts, message.durable
         )
         pending.outgoing.append(event.encoded)
         pending.is_event.append(True)
@@ -219,9 +246,11 @@ class SessionActor:
         if pending.to_store:
             try:
                 await self._store.append(pending.to_store)
-            except Exception as exc:  # the store said no: no event of this batch happened
+            except SeqConflict:
+                raise  # another writer moved the head: crash and rehydrate from the store
+            except (StoreError, DatabaseError) as exc:  # nothing of this batch was written
                 logger.warning("session %s: write failed, batch refused: %s", self.session_id, exc)
-                self._log.forget_after(min(seq for _, seq, _ in pending.acks) - 1)
+                self._log.forget_after(pending.to_store[0].seq - 1)
                 for peer, _, ref in pending.acks:
                     peer.send(
                         wire.error(
@@ -232,6 +261,8 @@ class SessionActor:
                         )
                     )
                 pending.drop_events()
+            else:
+                self._stored_since_trim += len(pending.to_store)
         if pending.outgoing:
             frame = SharedFrame(encode_batch(pending.outgoing))
             gone = []
@@ -252,6 +283,8 @@ class SessionActor:
         for peer, seq, ref in pending.acks:
             if ref is not None:
                 peer.send(wire.ack(self.session_id, seq, ref))
+        if self._stored_since_trim >= self._config.trim_every:
+            await self._apply_retention()
 
     async def _post_presence(self, conn_id: str, message: Track | Untrack) -> None:
         for _ in range(3):  # the presence actor may passivate between lookup and post

@@ -1,8 +1,14 @@
 """A session's ordered event sequence and retention window, as a pure structure.
 
-The session actor assigns every event the next ``seq`` here and keeps the
-newest events, already encoded, so resumes are served from memory without
+The session actor assigns every durable event the next ``seq`` here and keeps
+the newest ones, already encoded, so resumes are served from memory without
 re-encoding. No trio, no I/O.
+
+Ephemeral events (``durable: false``, e.g. cursor moves) take no seq of their
+own: they carry the seq they follow and ``"ephemeral": true``, are delivered
+live in stream order, and are never retained or replayed. So the durable log
+is contiguous in memory and in the store alike, and a crash can never hand a
+seq that clients already saw to a different event.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ JSON = Any
 class RetainedEvent:
     seq: int
     encoded: bytes  # the `event` message, encoded once
-    stored: StoredEvent | None  # None for ephemeral events: never persisted
+    stored: StoredEvent | None  # None for ephemeral events: never retained or persisted
 
 
 @attrs.frozen
@@ -52,11 +58,15 @@ class SessionLog:
     def append(
         self, name: str, data: JSON, user_id: str, ts: float, durable: bool
     ) -> RetainedEvent:
-        """Assign the next seq to a new event."""
+        """Assign the next seq to a durable event; place an ephemeral one after the current seq."""
+        if not durable:
+            message = wire.event(self.session_id, self.seq, name, data, user_id, ts)
+            message["ephemeral"] = True
+            return RetainedEvent(self.seq, encode(message), None)
         self.seq += 1
         seq = self.seq
         encoded = encode(wire.event(self.session_id, seq, name, data, user_id, ts))
-        stored = StoredEvent(self.session_id, seq, name, data, user_id, ts) if durable else None
+        stored = StoredEvent(self.session_id, seq, name, data, user_id, ts)
         event = RetainedEvent(seq, encoded, stored)
         self._recent.append(event)
         return event

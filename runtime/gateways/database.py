@@ -342,8 +342,11 @@ async def open_database_gateway(
     """
     settings = f"-c statement_timeout={int(statement_timeout_s * 1000)}"
     settings += f" -c idle_in_transaction_session_timeout={int(statement_timeout_s * 2000)}"
-    if options:
-        settings += " " + options
+    # Keep the URL's own `options` (a search_path, say): the keyword would replace them.
+    url_options = psycopg.conninfo.conninfo_to_dict(url).get("options")
+    for extra in (url_options, options):
+        if extra:
+            settings += f" {extra}"
     pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
         url,
         min_size=min_size,

@@ -51,3 +51,11 @@ class EventStore(Protocol):
 
     async def read_since(self, session_id: str, after_seq: int, limit: int) -> list[StoredEvent]:
         """Up to ``limit`` retained events with ``seq > after_seq``, in seq order."""
+
+    async def trim(
+        self, session_id: str, *, keep_last: int | None = None, older_than_s: float | None = None
+    ) -> int:
+        """Drop the oldest events past ``keep_last`` or older than ``older_than_s``.
+
+        The head (last seq) never moves back.
+        """

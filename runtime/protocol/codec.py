@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import cattrs
@@ -19,6 +19,8 @@ from cattrs.gen import make_dict_structure_fn, override
 from runtime.protocol.errors import ErrorCode
 from runtime.protocol.messages import CLIENT_TYPES, JSON, ClientMessage, FieldError, Ref
 from runtime.security.validation import Limits
+
+T = TypeVar("T")
 
 #: Most messages one client frame may carry as a JSON array.
 MAX_MESSAGES_PER_FRAME = 64
@@ -70,14 +72,19 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(int | None, _optional_int)
     conv.register_structure_hook(Any, lambda value, _: value)
     for cls in CLIENT_TYPES.values():
-        renames = {
-            field.name: override(rename=_camel(field.name))
-            for field in attrs.fields(cls)
-            if _camel(field.name) != field.name
-        }
-        hook = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **renames)  # type: ignore[arg-type]
-        conv.register_structure_hook(cls, hook)
+        _register_camel(conv, cls)
     return conv
+
+
+def _register_camel(conv: cattrs.Converter, cls: type) -> None:
+    """Structure ``cls`` from camelCase keys, refusing unknown ones."""
+    renames = {
+        field.name: override(rename=_camel(field.name))
+        for field in attrs.fields(cls)
+        if _camel(field.name) != field.name
+    }
+    hook: Any = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **renames)  # type: ignore[arg-type]
+    conv.register_structure_hook(cls, hook)
 
 
 _converter = _make_converter()
@@ -163,6 +170,30 @@ def decode_value(value: JSON, limits: Limits, path: str = "$") -> ClientMessage 
         what, where = _first_error(exc)
         where = path + where.removeprefix("$") if where else path
         return DecodeError(ErrorCode.INVALID_MESSAGE, what, where, ref)
+
+
+def decode_body(body: bytes, cls: type[T], limits: Limits) -> T | DecodeError:
+    """Decode an HTTP JSON body into the attrs class ``cls`` with the same rules as messages."""
+    try:
+        value = orjson.loads(body or b"{}")
+    except orjson.JSONDecodeError as exc:
+        return DecodeError(ErrorCode.INVALID_JSON, f"body is not valid JSON: {exc}")
+    if not isinstance(value, dict):
+        return DecodeError(ErrorCode.INVALID_MESSAGE, "the body must be a JSON object", "$")
+    problem = limits.check_json(value)
+    if problem is not None:
+        return DecodeError(ErrorCode.INVALID_MESSAGE, problem.reason, problem.path)
+    if cls not in _registered_bodies:
+        _register_camel(_converter, cls)
+        _registered_bodies.add(cls)
+    try:
+        return _converter.structure(value, cls)
+    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
+        what, where = _first_error(exc)
+        return DecodeError(ErrorCode.INVALID_MESSAGE, what, where or "$")
+
+
+_registered_bodies: set[type] = set()
 
 
 def encode(message: dict[str, JSON]) -> bytes:

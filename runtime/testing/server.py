@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import attrs
@@ -21,9 +21,8 @@ import trio
 import trio_websocket
 from wsproto.utilities import LocalProtocolError
 
-from runtime.app import jwt_secret, open_node
+from runtime.app import Stores, jwt_secret, memory_stores, open_node, open_stores
 from runtime.config import Settings
-from runtime.gateways.store import EventStore
 from runtime.node import TandemNode
 from runtime.security.tokens import mint_token
 from runtime.transport.wire import MemoryClientStream, memory_wire_pair
@@ -128,12 +127,22 @@ class TestServer:
 
 @asynccontextmanager
 async def open_test_server(
-    *, real_socket: bool = False, store: EventStore | None = None, **overrides: Any
+    *, real_socket: bool = False, stores: Stores | None = None, **overrides: Any
 ) -> AsyncIterator[TestServer]:
-    """A running server for the duration of the block; settings override by keyword."""
+    """A running server for the duration of the block; settings override by keyword.
+
+    Stores are in memory unless ``stores`` is given or ``database_url`` is set
+    (PostgreSQL uses threads: use the real clock and ``trio.fail_after`` then).
+    """
     with tempfile.TemporaryDirectory(prefix="tandem-test-") as data_dir:
         values: dict[str, Any] = {"data_dir": data_dir, "port": 0 if real_socket else -1}
         values.update(overrides)
         settings = Settings(**values)
-        async with open_node(settings, store=store) as node:
+        async with AsyncExitStack() as stack:
+            if stores is None:
+                if settings.database_url:
+                    stores = await stack.enter_async_context(open_stores(settings))
+                else:
+                    stores = memory_stores()
+            node = await stack.enter_async_context(open_node(settings, stores=stores))
             yield TestServer(node, settings)

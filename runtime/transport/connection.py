@@ -169,6 +169,10 @@ class ClientConnection:
                 self.close_code = event.code
                 if self._ws.state is ConnectionState.REMOTE_CLOSING:
                     self._write_control(self._ws.send(event.response()))
+                elif self._ws.state is ConnectionState.OPEN:
+                    # wsproto reports broken framing as a CloseConnection of its own
+                    # (1002/1007) without sending it: say it to the client.
+                    self._write_control(self._ws.send(CloseConnection(event.code, event.reason)))
                 self.closed = True
                 return
             elif isinstance(event, Pong):

@@ -56,3 +56,13 @@ def test_forget_after_rolls_back_unwritten_events() -> None:
     log.forget_after(3)
     assert log.seq == 3
     assert log.append("e", None, "u", 0.0, True).seq == 4
+
+
+def test_ephemeral_events_take_no_seq_and_are_never_replayed() -> None:
+    log = _log(2)
+    cursor = log.append("cursor", {"x": 1}, "u", 0.0, durable=False)
+    assert cursor.seq == 2 and cursor.stored is None
+    assert orjson.loads(cursor.encoded)["ephemeral"] is True
+    # the durable log stays contiguous
+    assert log.append("e", None, "u", 0.0, durable=True).seq == 3
+    assert [e.seq for e in log.replay(0, has_store=True).from_memory] == [1, 2, 3]
