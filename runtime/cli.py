@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import trio
 
-from runtime.app import jwt_secret, open_node
+from runtime.app import jwt_secret, open_node, open_stores
 from runtime.config import ConfigError, Settings, add_setting_flags, load_settings
 from runtime.observability.logs import configure_logging
 from runtime.security.tokens import mint_token
@@ -37,6 +37,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SESSION=ROLE",
         help="per-session role grant (repeatable)",
     )
+    migrate_cmd = commands.add_parser(
+        "migrate", help="apply database migrations (serve also does this at start)"
+    )
+    add_setting_flags(migrate_cmd)
     commands.add_parser("version", help="print the version")
     status = commands.add_parser("status", help="print a node's /status as tables")
     status.add_argument("--url", default="http://127.0.0.1:8080", help="the node's base URL")
@@ -50,6 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(list(argv or sys.argv[1:])[1:])
         if args.command == "token":
             return _token(args)
+        if args.command == "migrate":
+            return _migrate(list(argv or sys.argv[1:])[1:])
         if args.command in ("status", "report"):
             return _observe(args)
     except ConfigError as exc:
@@ -80,6 +86,19 @@ async def _run_until_signal(settings: Settings) -> None:
             async for signum in signals:
                 logger.info("signal %s: shutting down gracefully", signum)
                 break
+
+
+def _migrate(argv: list[str]) -> int:
+    settings = load_settings(argv)
+    configure_logging(settings.log_level, settings.log_format, profile=settings.profile)
+
+    async def run() -> None:
+        async with open_stores(settings):  # migrates on open
+            pass
+
+    trio.run(run)
+    print("tandem migrate: schema is up to date")
+    return 0
 
 
 def _observe(args: argparse.Namespace) -> int:
