@@ -73,6 +73,21 @@ class PublishEvent:
     enqueued_at: float = attrs.field(factory=trio.current_time, eq=False)  # publish-to-delivery
 
 
+@attrs.frozen(eq=False)
+class AppendEvent:
+    """A durable event from the server itself (comments, threads, the HTTP API).
+
+    It takes the next seq like any published event, is stored, broadcast and
+    replayed the same way; ``reply`` (a channel of size 1) gets the seq once
+    the event is durable, or the exception that stopped it.
+    """
+
+    name: str
+    data: JSON
+    user_id: str
+    reply: trio.MemorySendChannel[int | Exception]
+
+
 @attrs.frozen
 class PresenceChanged:
     """From the session's presence actor: what changed, as participant entries."""

@@ -24,6 +24,7 @@ import attrs
 import trio
 
 from actors.messages import (
+    AppendEvent,
     GetParticipants,
     PresenceChanged,
     PresenceMessage,
@@ -169,6 +170,21 @@ class TandemNode:
             await mailbox.send(change)
         except MailboxClosed:
             pass
+
+    async def append_event(self, session_id: str, name: str, data: Any, user_id: str) -> int:
+        """Add a durable event to a session's stream from the server side; return its seq.
+
+        Spawns the session actor if needed. Raises ``trio.TooSlowError`` when
+        the session cannot take it within ``mailbox_timeout``, or the store's
+        exception when it could not be written (nothing was then broadcast).
+        """
+        send, receive = trio.open_memory_channel[int | Exception](1)
+        with trio.fail_after(self.settings.mailbox_timeout):
+            await self.send_to_session(session_id, AppendEvent(name, data, user_id, send))
+        result = await receive.receive()
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     async def participants(self, session_id: str) -> list[Any]:
         """Who is present in a live session (an empty list when it is not live)."""

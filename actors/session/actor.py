@@ -23,6 +23,7 @@ import attrs
 import trio
 
 from actors.messages import (
+    AppendEvent,
     GetParticipants,
     JoinSession,
     LeaveSession,
@@ -136,6 +137,8 @@ class SessionActor:
         for message in batch:
             if isinstance(message, PublishEvent):
                 self._publish(message, pending)
+            elif isinstance(message, AppendEvent):
+                self._append(message, pending)
             elif isinstance(message, JoinSession):
                 # Everything assigned so far goes out first, so the joiner's
                 # replay and the live stream meet without gap or duplicate.
@@ -177,6 +180,15 @@ class SessionActor:
             pending.to_store.append(event.stored)
         pending.acks.append((message.peer, event.seq, message.ref))
         pending.published_at.append(message.enqueued_at)
+
+    def _append(self, message: AppendEvent, pending: _Pending) -> None:
+        ts = normalize_ts(self._clock())
+        event = self._log.append(message.name, message.data, message.user_id, ts, durable=True)
+        pending.outgoing.append(event.encoded)
+        pending.is_event.append(True)
+        assert event.stored is not None
+        pending.to_store.append(event.stored)
+        pending.replies.append((message.reply, event.seq))
 
     async def _join(self, message: JoinSession) -> None:
         peer = message.peer
@@ -260,6 +272,8 @@ class SessionActor:
                             session_id=self.session_id,
                         )
                     )
+                for reply, _ in pending.replies:
+                    _answer(reply, exc)
                 pending.drop_events()
             else:
                 self._stored_since_trim += len(pending.to_store)
@@ -283,6 +297,8 @@ class SessionActor:
         for peer, seq, ref in pending.acks:
             if ref is not None:
                 peer.send(wire.ack(self.session_id, seq, ref))
+        for reply, seq in pending.replies:
+            _answer(reply, seq)
         if self._stored_since_trim >= self._config.trim_every:
             await self._apply_retention()
 
@@ -305,6 +321,13 @@ class SessionActor:
         return {"members": len(self._members), "seq": self._log.seq}
 
 
+def _answer(reply: trio.MemorySendChannel[int | Exception], value: int | Exception) -> None:
+    try:
+        reply.send_nowait(value)
+    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass  # the asker gave up waiting
+
+
 @attrs.define
 class _Pending:
     """What one batch produced: messages to broadcast, events to store, acks to send."""
@@ -313,6 +336,7 @@ class _Pending:
     is_event: list[bool] = attrs.field(factory=list)
     to_store: list[StoredEvent] = attrs.field(factory=list)
     acks: list[tuple[Peer, int, Any]] = attrs.field(factory=list)
+    replies: list[tuple[trio.MemorySendChannel[int | Exception], int]] = attrs.field(factory=list)
     published_at: list[float] = attrs.field(factory=list)  # enqueue times, for metrics
 
     def add(self, encoded: bytes) -> None:
@@ -324,6 +348,7 @@ class _Pending:
         self.is_event = [False] * len(self.outgoing)
         self.to_store.clear()
         self.acks.clear()
+        self.replies.clear()
         self.published_at.clear()
 
 

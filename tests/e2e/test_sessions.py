@@ -200,3 +200,21 @@ async def test_crashed_session_restarts_without_disturbing_others(
             assert tree["recentFailures"][0]["failure"] == "InjectedFailure: injected failure"
             restarted = {c["name"]: c["restarts"] for c in tree["children"]}
             assert restarted == {"session:doomed": 1, "session:calm": 0}
+
+
+async def test_server_side_events_join_the_same_ordered_stream(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_test_server() as server, server.websocket() as ws:
+        member = Inbox(ws)
+        await member.request(type="session:join", sessionId="doc")
+        await member.request(type="event:publish", sessionId="doc", name="n", data=1)
+        seq = await server.node.append_event("doc", "thread:created", {"id": "t1"}, "ann")
+        assert seq == 2
+        event = await member.next_of("event")  # seq 1 went by with its ack
+        assert (event["seq"], event["name"], event["userId"]) == (2, "thread:created", "ann")
+        async with server.websocket() as late_ws:  # and resumes replay it like any event
+            late = Inbox(late_ws)
+            await late.request(type="session:join", sessionId="doc", since=1)
+            replayed = await late.next_of("event")
+            assert (replayed["seq"], replayed["data"]) == (2, {"id": "t1"})
