@@ -5,13 +5,13 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
 from trio_websocket import WebSocketConnection
 
 from client import ConnectionEnded, Disconnected, TandemClient, open_tandem_client
-from runtime.gateways.memory import MemoryEventStore
 from runtime.gateways.store import StoredEvent
 from runtime.testing import open_test_server
 from runtime.testing.server import TestServer
@@ -75,30 +75,21 @@ async def test_requests_wait_for_the_reconnect(
         assert client.reconnects == 1
 
 
-class GatedStore(MemoryEventStore):
-    """A store whose appends wait for ``gate`` while it is closed: keeps acks in flight."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.open = trio.Event()
-        self.open.set()
-        self.waiting = trio.Event()
-
-    async def append(self, events: Sequence[StoredEvent]) -> None:
-        if not self.open.is_set():
-            self.waiting.set()
-            await self.open.wait()
-        await super().append(events)
-
-
-async def test_in_flight_publish_fails_with_disconnected() -> None:
-    store = GatedStore()
-    async with (
-        open_test_server(store=store) as server,
-        open_tandem_client(connect=lambda: server.websocket(token=server.token("alice"))) as client,
-    ):
+async def test_in_flight_publish_fails_with_disconnected(
+    server: TestServer, connect_as: Callable[[str], Connect], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_tandem_client(connect=connect_as("alice")) as client:
         await client.join("doc")
-        store.open = trio.Event()
+        store: Any = server.node.store
+        original_append = store.append
+        gate, waiting = trio.Event(), trio.Event()
+
+        async def gated_append(events: Sequence[StoredEvent]) -> None:
+            waiting.set()  # keeps the ack in flight until the test opens the gate
+            await gate.wait()
+            await original_append(events)
+
+        monkeypatch.setattr(store, "append", gated_append)
         failures: list[BaseException] = []
 
         async def publish() -> None:
@@ -109,9 +100,9 @@ async def test_in_flight_publish_fails_with_disconnected() -> None:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(publish)
-            await store.waiting.wait()
+            await waiting.wait()
             abort_connection(server, client, 4000)
-            store.open.set()
+            gate.set()
         assert len(failures) == 1
         assert not isinstance(failures[0], ConnectionEnded)
         # At-most-once: the event was stored although its ack never came.
