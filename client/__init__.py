@@ -8,8 +8,9 @@
 """
 
 from client.backoff import Backoff
-from client.connection import JoinedSession, Message, TandemClient, open_tandem_client
+from client.connection import JoinedSession, TandemClient, open_tandem_client
 from client.errors import ConnectionEnded, Disconnected, TandemError
+from client.transport import Message, open_websocket
 
 __all__ = [
     "Backoff",
@@ -20,4 +21,5 @@ __all__ = [
     "TandemClient",
     "TandemError",
     "open_tandem_client",
+    "open_websocket",
 ]

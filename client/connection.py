@@ -27,11 +27,9 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-import ssl
-import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, NoReturn
+from typing import Any
 
 import attrs
 import orjson
@@ -41,11 +39,18 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from client.backoff import Backoff
 from client.errors import ConnectionEnded, Disconnected, TandemError
+from client.transport import (
+    Message,
+    decode_frame,
+    open_websocket,
+    reraise,
+    single_exception,
+    with_token,
+)
 from runtime.protocol.errors import ErrorCode, should_reconnect
 
 logger = logging.getLogger(__name__)
 
-Message = dict[str, Any]
 Connect = Callable[[], AbstractAsyncContextManager[WebSocketConnection]]
 
 #: Errors that mean "this connection attempt failed; try again later".
@@ -377,10 +382,10 @@ class TandemClient:
             async with self._connect() as ws:
                 return await self._serve(ws, task_status)
         except BaseExceptionGroup as group:
-            single = _single(group)
+            single = single_exception(group)
             if single is None:
                 raise
-            _reraise(single)
+            reraise(single)
 
     async def _serve(
         self, ws: WebSocketConnection, task_status: trio.TaskStatus[None]
@@ -421,7 +426,7 @@ class TandemClient:
                 orjson.dumps({"type": "auth", "token": self._token, "ref": auth_ref}).decode()
             )
         while True:
-            for msg in _decode(await ws.get_message()):
+            for msg in decode_frame(await ws.get_message()):
                 kind = msg.get("type")
                 if kind == "welcome":
                     self.user_id = msg.get("userId")
@@ -497,7 +502,7 @@ class TandemClient:
                 raw = await ws.get_message()
             except ConnectionClosed as exc:
                 return exc.reason
-            for msg in _decode(raw):
+            for msg in decode_frame(raw):
                 await self._dispatch(msg)
 
     async def _dispatch(self, msg: Message) -> None:
@@ -600,66 +605,6 @@ class _MessageStream:
             raise StopAsyncIteration from None
 
 
-def _decode(raw: str | bytes) -> list[Message]:
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        logger.warning("tandem: ignoring a frame that is not JSON")
-        return []
-    items = value if isinstance(value, list) else [value]
-    return [item for item in items if isinstance(item, dict)]
-
-
-@asynccontextmanager
-async def open_websocket(
-    url: str, *, connect_timeout: float = 10.0
-) -> AsyncIterator[WebSocketConnection]:
-    """A trio-websocket client connection to ``ws://`` or ``wss://`` ``url``.
-
-    Unlike ``trio_websocket.open_websocket_url`` (0.12), this always closes
-    the TCP stream on exit: when the server closes first, trio-websocket's
-    ``aclose()`` returns early and leaves the socket open. If cancelled, the
-    stream is closed at once without a close handshake.
-    """
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
-    secure = parts.scheme == "wss"
-    port = parts.port or (443 if secure else 80)
-    resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{port}"
-    stream: trio.abc.Stream
-    with trio.fail_after(connect_timeout):
-        if secure:
-            stream = await trio.open_ssl_over_tcp_stream(
-                parts.hostname, port, ssl_context=ssl.create_default_context()
-            )
-        else:
-            stream = await trio.open_tcp_stream(parts.hostname, port)
-    try:
-        async with trio.open_nursery() as nursery:
-            with trio.fail_after(connect_timeout):
-                ws = await trio_websocket.wrap_client_stream(nursery, stream, host_header, resource)
-            try:
-                yield ws
-            finally:
-                with trio.CancelScope(shield=True) as scope:
-                    scope.deadline = trio.current_time() + connect_timeout
-                    await ws.aclose()
-                nursery.cancel_scope.cancel()
-    finally:
-        await trio.aclose_forcefully(stream)
-
-
-def _with_token(url: str, token: str | None) -> str:
-    if token is None:
-        return url
-    parts = urllib.parse.urlsplit(url)
-    query = urllib.parse.parse_qsl(parts.query)
-    query.append(("token", token))
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
-
-
 @asynccontextmanager
 async def open_tandem_client(
     url: str | None = None,
@@ -692,7 +637,7 @@ async def open_tandem_client(
     if connect is None:
         if url is None:
             raise ValueError("give url or connect")
-        full_url = _with_token(url, token)
+        full_url = with_token(url, token)
 
         def connect() -> AbstractAsyncContextManager[WebSocketConnection]:
             return open_websocket(full_url, connect_timeout=handshake_timeout)
@@ -720,27 +665,7 @@ async def open_tandem_client(
     except BaseExceptionGroup as group:
         # One error (the block's, or the client's own): raise it as it is, not
         # wrapped, so callers catch TandemError or their own exceptions directly.
-        single = _single(group)
+        single = single_exception(group)
         if single is None:
             raise
-        _reraise(single)
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception in ``group`` (looking through nested groups), else None."""
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        if len(exc.exceptions) != 1:
-            return None
-        exc = exc.exceptions[0]
-    return exc
-
-
-def _reraise(exc: BaseException) -> NoReturn:
-    """Raise ``exc`` unwrapped, keeping its own context (not the group's)."""
-    context = exc.__context__
-    try:
-        raise exc
-    finally:
-        exc.__context__ = context
-        del exc, context
+        reraise(single)
