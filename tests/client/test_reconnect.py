@@ -11,7 +11,7 @@ import pytest
 import trio
 from trio_websocket import WebSocketConnection
 
-from client import ConnectionEnded, Disconnected, TandemClient, open_tandem_client
+from client import ConnectionEnded, Disconnected, TandemClient, TandemError, open_tandem_client
 from runtime.gateways.store import StoredEvent
 from runtime.testing import open_test_server
 from runtime.testing.server import TestServer
@@ -29,6 +29,17 @@ async def publish_steadily(client: TandemClient, session_id: str, count: int) ->
     for n in range(count):
         await client.publish(session_id, "tick", {"n": n})
         await trio.sleep(0.01)
+
+
+async def publish_politely(client: TandemClient, session_id: str, data: object) -> int:
+    """Publish, waiting out ``rate_limited`` refusals as a well-behaved client would."""
+    while True:
+        try:
+            return await client.publish(session_id, "edit", data)
+        except TandemError as exc:
+            if exc.code != "rate_limited":
+                raise
+            await trio.sleep(exc.retry_after or 0.1)
 
 
 async def test_resume_after_drop_delivers_every_event_once_in_order(
@@ -205,7 +216,7 @@ async def test_slow_consumer_is_disconnected_then_resumes(
             await reader.join("doc")
             payload = "x" * 1000
             for n in range(200):  # ~200 kB while the reader reads nothing
-                await writer.publish("doc", "edit", {"n": n, "pad": payload})
+                await publish_politely(writer, "doc", {"n": n, "pad": payload})
             await trio.sleep(60)
             events = await collect_events(reader, "doc", 200)
             assert [e["data"]["n"] for e in events] == list(range(200))

@@ -1,4 +1,4 @@
-"""Server bugs the client exposes; strict xfails that flip to passing once fixed."""
+"""Server bugs the client exposed: strict xfails flip to passing once fixed (then drop the mark)."""
 
 from __future__ import annotations
 
@@ -55,16 +55,6 @@ async def test_resume_beyond_replay_limit_loses_no_event_silently(
             assert seen == list(range(1, 11))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "actors/session/state.py SessionLog.append gives an ephemeral event (durable=False) "
-        "its own seq but never stores it; the next durable event's seq is then not contiguous "
-        "with the store's head, MemoryEventStore.append raises SeqConflict ('seq 3 after 1'), "
-        "and SessionActor._flush answers every later durable publish with error internal "
-        "(forget_after resets seq to the same value, so it repeats forever)"
-    ),
-)
 async def test_ephemeral_events_are_delivered_in_stream_order(
     autojump_clock: trio.testing.MockClock, connect_as: Callable[[str], Connect]
 ) -> None:
