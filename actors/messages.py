@@ -70,6 +70,7 @@ class PublishEvent:
     data: JSON
     durable: bool
     ref: Ref
+    sensitive: bool = False  # store the payload encrypted (when keys are configured)
     enqueued_at: float = attrs.field(factory=trio.current_time, eq=False)  # publish-to-delivery
 
 

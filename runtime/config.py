@@ -15,6 +15,8 @@ from typing import Any
 
 import attrs
 
+from runtime.security.ratelimit import Kind, Rate, RateLimits
+
 
 def _setting(default: Any, help: str, *, secret: bool = False) -> Any:
     return attrs.field(default=default, metadata={"help": help, "secret": secret})
@@ -65,6 +67,22 @@ class Settings:
     cache_member_ttl: float = _setting(600.0, "seconds a membership stays cached")
     shutdown_timeout: float = _setting(10.0, "seconds to drain on shutdown before cancelling")
     max_sessions_per_connection: int = _setting(100, "sessions one connection may join")
+    auth_timeout: float = _setting(10.0, "seconds an anonymous production connection has to `auth`")
+    default_access: str | None = _setting(
+        None,
+        "non-members' role: none|viewer|commenter|editor (dev: editor, production: none)",
+    )
+    rate_limits: str = _setting(
+        "default",
+        "`default`, `off`, or `kind=rate/burst,...` overrides",
+    )
+    allowed_origins: str = _setting(
+        "*",
+        "Origins browsers may connect from, comma-separated (`*`: any)",
+    )
+    api_key: str | None = _setting(
+        None, "bearer key for the /v1 HTTP API (required in production)", secret=True
+    )
     log_level: str = _setting("info", "debug, info, warning or error")
     log_format: str = _setting("auto", "auto (json in production, text in dev), json or text")
     alert_interval: float = _setting(10.0, "seconds per alert evaluation window")
@@ -79,6 +97,10 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.profile == "production"
+
+    @property
+    def effective_default_access(self) -> str:
+        return self.default_access or ("none" if self.is_production else "editor")
 
 
 _BOOL_TRUE = {"1", "true", "yes", "on"}
@@ -152,6 +174,13 @@ def validate(settings: Settings) -> None:
             raise ConfigError("the production profile needs TANDEM_JWT_SECRET")
         if len(settings.jwt_secret.encode()) < 32:
             raise ConfigError("TANDEM_JWT_SECRET must be at least 32 bytes")
+        if len(set(settings.jwt_secret)) < 8 or settings.jwt_secret.lower().startswith(
+            ("changeme", "secret", "example", "password")
+        ):
+            raise ConfigError("TANDEM_JWT_SECRET looks like a default; generate a random one")
+    if settings.effective_default_access not in ("none", "viewer", "commenter", "editor"):
+        raise ConfigError("default_access must be none, viewer, commenter or editor")
+    parse_rate_limits(settings.rate_limits)
     if settings.presence_timeout <= 0:
         raise ConfigError("presence_timeout must be > 0")
     if settings.max_message_bytes < 1024:
@@ -176,3 +205,22 @@ def _mask_url(url: str) -> str:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
     return url
+
+
+def parse_rate_limits(spec: str) -> RateLimits | None:
+    """``default`` -> the documented defaults; ``off`` -> None; else per-kind overrides."""
+    if spec == "off":
+        return None
+    if spec in ("", "default"):
+        return RateLimits()
+    overrides: dict[str, Rate] = {}
+    for item in spec.split(","):
+        try:
+            kind, value = item.strip().split("=", 1)
+            per_s, burst = value.split("/", 1)
+            overrides[Kind(kind).value] = Rate(float(per_s), float(burst))
+        except ValueError as exc:
+            raise ConfigError(
+                f"rate_limits: cannot read {item!r} (kind=rate/burst): {exc}"
+            ) from None
+    return attrs.evolve(RateLimits(), **overrides)

@@ -26,6 +26,7 @@ import trio
 from actors.messages import (
     AppendEvent,
     GetParticipants,
+    LeaveSession,
     PresenceChanged,
     PresenceMessage,
     SessionMessage,
@@ -34,26 +35,29 @@ from actors.messages import (
 from actors.presence.actor import PresenceActor, PresenceConfig
 from actors.session.actor import SessionActor, SessionConfig
 from runtime import metrics
+from runtime.access import RateGate, SessionAccess
 from runtime.actor import BatchPolicy, Fail
 from runtime.api.openapi import OPENAPI
 from runtime.api.sessions import SessionsApi
-from runtime.config import Settings, public_view
+from runtime.audit_sink import AuditSink
+from runtime.config import Settings, parse_rate_limits, public_view
 from runtime.dispatcher import Dispatcher
 from runtime.gateways.database import DatabaseGateway
 from runtime.gateways.sessions import CachedSessionRepository
 from runtime.gateways.store import EventStore
-from runtime.http import HttpRequest, HttpResponse, HttpRouter, json_response
+from runtime.http import HttpRequest, HttpResponse, HttpRouter, error_response, json_response
 from runtime.mailbox import CoalescingMailbox, Mailbox, MailboxClosed
 from runtime.observability.logs import bind_connection
 from runtime.observability.observer import Observer
 from runtime.protocol import messages as wire_messages
 from runtime.protocol.errors import CloseCode
-from runtime.registry import ActorKind, ActorRegistry
+from runtime.registry import ActorKind, ActorRegistry, SpawnFailed
+from runtime.security.ratelimit import Kind
 from runtime.security.tokens import AuthError, Identity, TokenVerifier, guest_identity
 from runtime.security.validation import Limits
 from runtime.supervisor import RestartPolicy, Supervisor
 from runtime.transport.connection import ClientConnection, ConnectionLimits
-from runtime.transport.http11 import serve_http
+from runtime.transport.http11 import Upgrade, reject_upgrade, serve_http
 from runtime.transport.wire import SocketWire, Wire
 
 logger = logging.getLogger(__name__)
@@ -102,9 +106,21 @@ class TandemNode:
             outbound_bytes=settings.outbound_limit,
             max_sessions=settings.max_sessions_per_connection,
         )
+        self.access = SessionAccess(sessions, settings.effective_default_access)
+        self.rates = RateGate(parse_rate_limits(settings.rate_limits))
         self.dispatcher = Dispatcher(
-            self, verifier=verifier, limits=self.limits, wall_clock=wall_clock
+            self,
+            verifier=verifier,
+            limits=self.limits,
+            access=self.access,
+            rates=self.rates,
+            wall_clock=wall_clock,
         )
+        self.audit_log: AuditSink | None = None
+        self._allowed_origins = {
+            o.strip() for o in settings.allowed_origins.split(",") if o.strip()
+        }
+        sessions.on_member_change.append(self._member_changed)
         session_config = SessionConfig(
             memory_retention=settings.memory_retention,
             passivate_after=settings.passivate_after,
@@ -239,6 +255,7 @@ class TandemNode:
                 supervisor=self.presence_supervisor,
             )
             nursery.start_soon(self._heartbeat)
+            nursery.start_soon(self._release_held_presence)
             nursery.start_soon(self.observer.run)
             async with trio.open_nursery() as listeners:
                 if self.settings.port >= 0:
@@ -286,12 +303,59 @@ class TandemNode:
         while True:
             await trio.sleep(timeout / 6)
             now = trio.current_time()
+            wall = self.wall_clock()
             for conn in list(self.connections.values()):
                 idle = now - conn.last_seen
+                expires_at = conn.identity.expires_at if conn.identity else None
                 if idle >= timeout * 2 / 3:
                     conn.abort(CloseCode.HEARTBEAT_TIMEOUT, "no sign of life")
+                elif conn.identity is None and now - conn.opened_at >= self.settings.auth_timeout:
+                    conn.send(wire_messages.error("auth_required", "no `auth` in time"))
+                    conn.close(CloseCode.AUTH_TIMEOUT, "no auth in time")
+                elif expires_at is not None and wall >= expires_at:
+                    conn.send(
+                        wire_messages.error(
+                            "token_expired", "refresh with auth:refresh before expiry"
+                        )
+                    )
+                    conn.close(CloseCode.TOKEN_EXPIRED, "token expired")
                 elif idle >= timeout / 3:
                     conn.ping()
+
+    async def _release_held_presence(self) -> None:
+        """Presence updates held back by their rate limit go out as the bucket refills."""
+        while True:
+            await trio.sleep(0.05)
+            await self.dispatcher.flush_held_presence()
+
+    # -- security events ------------------------------------------------------------
+
+    def _member_changed(self, session_id: str, user_id: str) -> None:
+        """A membership changed through Tandem: re-check that user's live connections now."""
+        assert self._nursery is not None
+        for conn in list(self.connections.values()):
+            if conn.user_id == user_id and session_id in conn.joined:
+                self._nursery.start_soon(self.dispatcher.revalidate, conn, session_id)
+
+    async def session_deleted(self, session_id: str) -> None:
+        """An archived session: everyone connected to it leaves at once."""
+        for conn in list(self.connections.values()):
+            if session_id in conn.joined:
+                conn.joined.discard(session_id)
+                conn.send({"type": "session:left", "sessionId": session_id, "reason": "deleted"})
+                with trio.move_on_after(self.settings.mailbox_timeout):
+                    try:
+                        await self.send_to_session(
+                            session_id, LeaveSession(conn, None, reply=False)
+                        )
+                    except (MailboxClosed, SpawnFailed):
+                        pass
+        await self.audit("session.deleted", "api", session_id, {})
+
+    async def audit(self, action: str, actor: str, target: str, details: dict[str, Any]) -> None:
+        """Record a security-relevant action in the audit log, when one is configured."""
+        if self.audit_log is not None:
+            await self.audit_log.record(action=action, actor=actor, target=target, details=details)
 
     # -- connections --------------------------------------------------------------
 
@@ -340,11 +404,40 @@ class TandemNode:
             )
             if upgrade is None or not self.accepting:
                 return
+            refusal = self._refuse_upgrade(wire, upgrade)
+            if refusal is not None:
+                await reject_upgrade(wire, refusal)
+                return
             await self._serve_websocket(wire, upgrade.headers, upgrade.target, upgrade.leftover)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
             wire.close()
+
+    def _refuse_upgrade(self, wire: Wire, upgrade: Upgrade) -> HttpResponse | None:
+        """Origin check for browsers and the connect rate per IP, before the handshake."""
+        origin = next(
+            (v.decode("latin-1") for k, v in upgrade.headers if k.lower() == b"origin"), None
+        )
+        if (
+            origin is not None
+            and "*" not in self._allowed_origins
+            and origin not in self._allowed_origins
+        ):
+            host = next(
+                (v.decode("latin-1") for k, v in upgrade.headers if k.lower() == b"host"), ""
+            )
+            if origin.split("://", 1)[-1] != host:  # same-origin pages are always welcome
+                return error_response(403, "forbidden", f"origin {origin!r} is not allowed")
+        ip = wire.peer.rsplit(":", 1)[0]
+        wait = self.rates.retry_after(Kind.CONNECT_PER_IP, ip)
+        if wait:
+            return HttpResponse(
+                429,
+                b'{"error":{"code":"rate_limited"}}',
+                headers=(("retry-after", str(max(1, round(wait)))),),
+            )
+        return None
 
     async def _serve_websocket(
         self, wire: Wire, headers: list[tuple[bytes, bytes]], target: str, leftover: bytes

@@ -52,8 +52,8 @@ class PresenceState:
 
     def track(self, conn_id: str, user_id: str, name: str, state: JSON, now: float) -> Changes:
         """A connection joins. Re-tracking a known connection only updates it."""
-        if conn_id in self._conns:
-            return self.update(conn_id, state, now)
+        if conn_id in self._conns:  # a resume on a live connection keeps its state
+            return self.update(conn_id, state, now) if state is not None else Changes()
         self._conns[conn_id] = _Conn(user_id, state, now)
         user = self._users.get(user_id)
         if user is None:

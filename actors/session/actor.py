@@ -199,11 +199,17 @@ class SessionActor:
             self._members.pop(peer.id)
         replay = self._log.replay(message.since, has_store=True)
         stored: list[StoredEvent] = []
-        if replay.store_after is not None and replay.store_until is not None:
-            limit = min(self._config.replay_limit, replay.store_until - replay.store_after)
-            stored = await self._store.read_since(self.session_id, replay.store_after, limit)
-            if stored and stored[0].seq > replay.store_after + 1:
+        after, until = replay.store_after, replay.store_until
+        if after is not None and until is not None:
+            wanted = until - after
+            if wanted > self._config.replay_limit:
+                # Too far behind to catch up by replay: say so rather than skip events.
                 replay = attrs.evolve(replay, reset=True)
+            else:
+                stored = await self._store.read_since(self.session_id, after, wanted)
+                if not stored or stored[0].seq != after + 1 or len(stored) < wanted:
+                    replay = attrs.evolve(replay, reset=True)  # trimmed meanwhile
+                    stored = []
         self._members[peer.id] = peer
         peer.send(
             wire.joined(

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from runtime.api.guard import api_guard
 from runtime.gateways.memory import MemberRecord, SessionExists, SessionNotFound, SessionRecord
 from runtime.http import HttpRequest, HttpResponse, HttpRouter, error_response, json_response
 from runtime.protocol.codec import DecodeError, decode_body
@@ -83,16 +84,20 @@ class SessionsApi:
         self._repo = node.sessions
 
     def register(self, router: HttpRouter) -> None:
-        router.add("POST", "/v1/sessions", self.create)
-        router.add("GET", "/v1/sessions", self.list)
-        router.add("GET", "/v1/sessions/{id}", self.get)
-        router.add("PATCH", "/v1/sessions/{id}", self.update)
-        router.add("DELETE", "/v1/sessions/{id}", self.delete)
-        router.add("GET", "/v1/sessions/{id}/members", self.members)
-        router.add("PUT", "/v1/sessions/{id}/members/{user}", self.put_member)
-        router.add("DELETE", "/v1/sessions/{id}/members/{user}", self.remove_member)
-        router.add("GET", "/v1/sessions/{id}/participants", self.participants)
-        router.add("GET", "/v1/sessions/{id}/events", self.events)
+        guard = api_guard(self._node)
+        for method, path, handler in [
+            ("POST", "/v1/sessions", self.create),
+            ("GET", "/v1/sessions", self.list),
+            ("GET", "/v1/sessions/{id}", self.get),
+            ("PATCH", "/v1/sessions/{id}", self.update),
+            ("DELETE", "/v1/sessions/{id}", self.delete),
+            ("GET", "/v1/sessions/{id}/members", self.members),
+            ("PUT", "/v1/sessions/{id}/members/{user}", self.put_member),
+            ("DELETE", "/v1/sessions/{id}/members/{user}", self.remove_member),
+            ("GET", "/v1/sessions/{id}/participants", self.participants),
+            ("GET", "/v1/sessions/{id}/events", self.events),
+        ]:
+            router.add(method, path, guard(handler))
 
     async def create(self, request: HttpRequest) -> HttpResponse:
         body = decode_body(request.body, CreateSession, self._node.limits)
@@ -136,6 +141,7 @@ class SessionsApi:
     async def delete(self, request: HttpRequest) -> HttpResponse:
         if not await self._repo.soft_delete(request.params["id"]):
             return _not_found(request.params["id"])
+        await self._node.session_deleted(request.params["id"])
         return HttpResponse(204)
 
     async def members(self, request: HttpRequest) -> HttpResponse:

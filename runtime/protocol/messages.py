@@ -78,6 +78,7 @@ class Publish:
     name: str = attrs.field(validator=_event_name)
     data: JSON = None
     durable: bool = True  # False: ephemeral (cursor moves): acked at once, never persisted
+    sensitive: bool = False  # True: the payload is stored encrypted (when keys are configured)
     ref: Ref = attrs.field(default=None, validator=_ref)
 
 
@@ -92,7 +93,15 @@ class Auth:
     ref: Ref = attrs.field(default=None, validator=_ref)
 
 
-ClientMessage = Join | Leave | PresenceUpdate | Publish | Ping | Auth
+@attrs.frozen
+class AuthRefresh:
+    """A fresh token for the same user, sent before the current one expires."""
+
+    token: str
+    ref: Ref = attrs.field(default=None, validator=_ref)
+
+
+ClientMessage = Join | Leave | PresenceUpdate | Publish | Ping | Auth | AuthRefresh
 
 #: The ``type`` tag of each client message: the tagged union on the wire.
 CLIENT_TYPES: dict[str, type[ClientMessage]] = {
@@ -102,6 +111,7 @@ CLIENT_TYPES: dict[str, type[ClientMessage]] = {
     "event:publish": Publish,
     "ping": Ping,
     "auth": Auth,
+    "auth:refresh": AuthRefresh,
 }
 
 

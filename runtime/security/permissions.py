@@ -63,8 +63,9 @@ MATRIX: dict[Role, frozenset[Op]] = {
     Role.NONE: frozenset(),
 }
 
-# What a session may grant to non-members; anything stronger must be explicit.
-DEFAULT_ACCESS_CHOICES = frozenset({Role.NONE, Role.VIEWER, Role.COMMENTER})
+# What a deployment may grant to non-members. Editor is for open, trusting setups
+# (the dev profile's default, so guests can collaborate); owner is never a default.
+DEFAULT_ACCESS_CHOICES = frozenset({Role.NONE, Role.VIEWER, Role.COMMENTER, Role.EDITOR})
 
 
 class PermissionDenied(Exception):
@@ -97,7 +98,7 @@ def role_for(
     """The effective role of ``identity`` in ``session_id``.
 
     Precedence: the token's grant for the session (it may also downgrade), then the
-    stored membership, then ``default_access`` (one of none/viewer/commenter).
+    stored membership, then ``default_access`` (none, viewer, commenter or editor).
     """
     # StrEnum members hash and compare as their values, so a plain str works here.
     if default_access not in DEFAULT_ACCESS_CHOICES:

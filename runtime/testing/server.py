@@ -135,7 +135,12 @@ async def open_test_server(
     (PostgreSQL uses threads: use the real clock and ``trio.fail_after`` then).
     """
     with tempfile.TemporaryDirectory(prefix="tandem-test-") as data_dir:
-        values: dict[str, Any] = {"data_dir": data_dir, "port": 0 if real_socket else -1}
+        # Rate limits are off unless a test asks for them: bursts are how tests drive load.
+        values: dict[str, Any] = {
+            "data_dir": data_dir,
+            "port": 0 if real_socket else -1,
+            "rate_limits": "off",
+        }
         values.update(overrides)
         settings = Settings(**values)
         async with AsyncExitStack() as stack:

@@ -33,6 +33,7 @@ from runtime.protocol import messages as wire_messages
 from runtime.protocol.codec import encode
 from runtime.protocol.errors import CloseCode, ErrorCode
 from runtime.protocol.frames import SharedFrame, text_frame
+from runtime.security.permissions import Role
 from runtime.security.tokens import Identity
 from runtime.transport.outbox import Outbox
 from runtime.transport.wire import Wire
@@ -68,6 +69,7 @@ class ClientConnection:
         self.limits = limits
         self._on_text = on_text
         self.joined: set[str] = set()
+        self.roles: dict[str, Role] = {}  # per joined session, decided by the dispatcher
         self.closed = False
         self.close_code: int | None = None
         self.last_seen = trio.current_time()
@@ -133,13 +135,21 @@ class ClientConnection:
             on_open(self)
             try:
                 with self._reader_scope:
-                    if leftover:
-                        await self._receive(leftover)
-                    while not self.closed:
-                        data = await self.wire.receive_some(RECEIVE_CHUNK)
-                        if not data:
-                            break
-                        await self._receive(data)
+                    try:
+                        if leftover:
+                            await self._receive(leftover)
+                        while not self.closed:
+                            data = await self.wire.receive_some(RECEIVE_CHUNK)
+                            if not data:
+                                break
+                            await self._receive(data)
+                    except* (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass  # the socket went away under us: the same as end of stream
+                    except* Exception as group:
+                        # The connection is this task's only child: a bug while serving one
+                        # client ends that client (1011), never the node.
+                        logger.error("connection %s failed", self.id, exc_info=group)
+                        self.close(CloseCode.INTERNAL_ERROR, "internal error")
             finally:
                 self.closed = True
                 with trio.move_on_after(self.limits.close_timeout, shield=True):

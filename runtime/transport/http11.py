@@ -139,3 +139,14 @@ async def _send(wire: Wire, conn: h11.Connection, response: HttpResponse) -> boo
     except trio.BrokenResourceError:
         return False
     return True
+
+
+async def reject_upgrade(wire: Wire, response: HttpResponse) -> None:
+    """Refuse a WebSocket upgrade with a plain HTTP response, then the caller closes."""
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")  # put h11 in a state to answer
+    conn.next_event()
+    conn.next_event()
+    await _send(
+        wire, conn, attrs.evolve(response, headers=(*response.headers, ("connection", "close")))
+    )

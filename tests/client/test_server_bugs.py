@@ -1,4 +1,4 @@
-"""Server bugs the client exposed: strict xfails flip to passing once fixed (then drop the mark)."""
+"""Server bugs the client exposed, fixed since: kept as regression tests."""
 
 from __future__ import annotations
 
@@ -16,15 +16,6 @@ from tests.client.conftest import Connect
 from tests.client.helpers import collect_events
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "actors/session/actor.py SessionActor._join: a resume that needs more than "
-        "replay_limit events from the store reads only the first replay_limit of them, "
-        "then sends the in-memory tail, with no session:reset: the events in between "
-        "are silently skipped"
-    ),
-)
 async def test_resume_beyond_replay_limit_loses_no_event_silently(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,7 +23,8 @@ async def test_production_refuses_anonymous_requests(
             inbox = Inbox(ws)
             error = await inbox.request(type="session:join", sessionId="s")
             assert error["code"] == "auth_required"
-            ok = await inbox.request(type="auth", token=server.token("ann", name="Ann"))
+            token = server.token("ann", name="Ann", grants={"s": "editor"})
+            ok = await inbox.request(type="auth", token=token)
             assert ok == {"type": "auth:ok", "userId": "ann", "name": "Ann", "ref": ok["ref"]}
             joined = await inbox.request(type="session:join", sessionId="s")
             assert joined["type"] == "session:joined"

@@ -24,6 +24,7 @@ from wsproto import WSConnection
 from wsproto.connection import ConnectionType
 from wsproto.events import AcceptConnection, CloseConnection, Event, Request, TextMessage
 
+from runtime.gateways.database import DatabaseUnavailable
 from runtime.gateways.memory import MemoryEventStore
 from runtime.gateways.store import StoredEvent
 from runtime.protocol.errors import CloseCode, ErrorCode
@@ -109,7 +110,7 @@ class _FailingStore(_Wrapped):
     """The database is down for writes: every append fails."""
 
     async def append(self, events: Sequence[StoredEvent]) -> None:
-        raise OSError("database unavailable")
+        raise DatabaseUnavailable("database unavailable")
 
 
 class _StuckStore(_Wrapped):
@@ -216,6 +217,24 @@ async def _internal(server: TestServer) -> dict[str, Any]:
         return await inbox.request(type="event:publish", sessionId="s", name="n", data=1)
 
 
+async def _forbidden(server: TestServer) -> dict[str, Any]:
+    async with server.websocket(token=server.token("vic", grants={"s": "viewer"})) as ws:
+        inbox = Inbox(ws)
+        await inbox.request(type="session:join", sessionId="s")
+        return await inbox.request(type="event:publish", sessionId="s", name="n", data=1)
+
+
+async def _rate_limited(server: TestServer) -> dict[str, Any]:
+    async with server.websocket() as ws:
+        inbox = Inbox(ws)
+        await inbox.request(type="session:join", sessionId="s")
+        for i in range(5):
+            await inbox.send(type="event:publish", sessionId="s", name="n", data=i, ref=i)
+        error = await _first_error(inbox)
+        assert error["ref"] == 2 and error["retryAfter"] > 0
+        return error
+
+
 ErrorCase = tuple[Callable[[TestServer], Awaitable[dict[str, Any]]], Callable[[], Any]]
 
 ERROR_PRODUCERS: dict[ErrorCode, ErrorCase] = {
@@ -237,12 +256,15 @@ ERROR_PRODUCERS: dict[ErrorCode, ErrorCase] = {
         lambda: _with_store(_StuckStore, mailbox_size=1, mailbox_timeout=1.0),
     ),
     ErrorCode.INTERNAL: (_internal, lambda: _with_store(_FailingStore)),
+    ErrorCode.FORBIDDEN: (_forbidden, open_test_server),
+    ErrorCode.RATE_LIMITED: (
+        _rate_limited,
+        lambda: open_test_server(rate_limits="event_per_connection=1/2"),
+    ),
 }
 
 #: Defined in errors.py but sent by no code path (checked below against the source).
 NEVER_SENT_ERRORS: dict[ErrorCode, str] = {
-    ErrorCode.FORBIDDEN: "no permission check: the dispatcher ignores token grants and roles",
-    ErrorCode.RATE_LIMITED: "no rate limiter is wired into the dispatcher",
     ErrorCode.NOT_FOUND: "no WebSocket request names something that can be missing "
     "(sessions are created on first join); HTTP 404 bodies use the string, not an `error`",
 }
@@ -332,6 +354,36 @@ async def _garbage_token_in_url(server: TestServer) -> int | None:
     return code
 
 
+async def _broken_framing(server: TestServer) -> int | None:
+    client = await RawClient(server).open()
+    await client.stream.send_all(b"\x81\x02hi")  # a client frame without a mask
+    return await client.close_code()
+
+
+async def _handler_bug(server: TestServer) -> int | None:
+    from runtime.dispatcher import Route
+    from runtime.protocol.messages import Ping
+
+    async def broken(conn: Any, message: Any) -> None:
+        raise RuntimeError("a bug in a handler")
+
+    server.node.dispatcher.routes[Ping] = Route(broken, None, needs_identity=False)
+    client = await RawClient(server).open()
+    await client.send_text('{"type":"ping"}')
+    code = await client.close_code()
+    async with server.websocket() as ws:  # the node itself is fine
+        assert orjson.loads(await ws.get_message())["type"] == "welcome"
+    return code
+
+
+async def _no_auth_in_time(server: TestServer) -> int | None:
+    client = await RawClient(server).open()  # production, anonymous, answers pings
+    started = trio.current_time()
+    code = await client.close_code()
+    assert trio.current_time() - started >= server.settings.auth_timeout
+    return code
+
+
 CloseCase = tuple[Callable[[TestServer], Awaitable[int | None]], Callable[[], Any]]
 
 CLOSE_PRODUCERS: dict[CloseCode, CloseCase] = {
@@ -343,17 +395,18 @@ CLOSE_PRODUCERS: dict[CloseCode, CloseCase] = {
     CloseCode.AUTH_REQUIRED: (_auth_without_token, lambda: open_test_server(**PRODUCTION)),
     CloseCode.TOKEN_EXPIRED: (_expired_token_in_url, lambda: open_test_server(**PRODUCTION)),
     CloseCode.TOKEN_INVALID: (_garbage_token_in_url, lambda: open_test_server(**PRODUCTION)),
+    CloseCode.PROTOCOL_ERROR: (_broken_framing, open_test_server),
+    CloseCode.INTERNAL_ERROR: (_handler_bug, open_test_server),
+    CloseCode.AUTH_TIMEOUT: (
+        _no_auth_in_time,
+        lambda: open_test_server(**PRODUCTION, presence_timeout=60.0),
+    ),
 }
 
 #: Defined in errors.py but never put in a close frame (see also the xfail below).
 NEVER_SENT_CLOSES: dict[CloseCode, str] = {
-    CloseCode.PROTOCOL_ERROR: "on broken framing wsproto reports 1002, but the connection "
-    "ends without sending a close frame (test_broken_framing_is_closed_with_1002)",
-    CloseCode.INTERNAL_ERROR: "no code path closes with 1011; session failures are reported "
-    "as session:left / error internal and the connection stays",
-    CloseCode.AUTH_TIMEOUT: "there is no auth deadline: an anonymous production connection "
-    "that answers pings stays open without ever sending `auth`",
-    CloseCode.FORBIDDEN: "no permission check exists, so nothing closes with 4403",
+    CloseCode.FORBIDDEN: "a lost permission is reported as `session:left` (reason `revoked`) "
+    "or an `error forbidden`; the connection itself stays, so nothing closes with 4403",
 }
 
 
@@ -391,28 +444,9 @@ def test_never_sent_codes_are_still_unused_by_the_server() -> None:
         assert f"CloseCode.{close.name}" not in source, close
 
 
-# --- server bugs found while writing this (do not fix here: runtime/ is not ours) ---
+# --- bugs found while writing this, fixed since: kept as regression tests ----------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: ClientConnection._receive answers wsproto's CloseConnection(1002) "
-    "only in REMOTE_CLOSING state; after a parse failure the state is still OPEN, so the "
-    "connection is dropped without a close frame and the client sees 1006",
-)
-async def test_broken_framing_is_closed_with_1002(autojump_clock: trio.testing.MockClock) -> None:
-    async with open_test_server() as server:
-        client = await RawClient(server).open()
-        await client.stream.send_all(b"\x81\x02hi")  # a client frame without a mask
-        assert await client.close_code() == CloseCode.PROTOCOL_ERROR
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: an ephemeral event (durable:false) takes a seq but is never stored, "
-    "so the next durable append has a seq gap, the store refuses it (SeqConflict) and "
-    "every later durable publish in the session fails with `internal`",
-)
 async def test_durable_publish_after_an_ephemeral_event_is_stored(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -422,3 +456,4 @@ async def test_durable_publish_after_an_ephemeral_event_is_stored(
         await inbox.request(type="event:publish", sessionId="s", name="cursor", durable=False)
         reply = await inbox.request(type="event:publish", sessionId="s", name="draw", data=1)
         assert reply["type"] == "event:ack", reply
+        assert reply["seq"] == 1  # the ephemeral event took no seq

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import trio
-import trio_websocket
 from websockets.sync.client import connect as sync_connect
 
+from client.transport import open_websocket
 from runtime.testing import open_test_server
 
 
@@ -31,7 +31,7 @@ async def test_a_client_from_another_library_joins_and_sees_events() -> None:
                         seen.extend(frame if isinstance(frame, list) else [frame])
                     return seen
 
-            async with trio_websocket.open_websocket_url(url) as trio_ws:
+            async with open_websocket(url) as trio_ws:
                 await trio_ws.get_message()  # welcome
                 await trio_ws.send_message('{"type":"session:join","sessionId":"test"}')
                 await trio_ws.get_message()
@@ -59,5 +59,5 @@ async def test_http_and_websocket_share_one_port() -> None:
             assert b'"ok"' in response
             await stream.aclose()
             for path in ("/", "/v1/ws"):
-                async with trio_websocket.open_websocket_url(server.url.rstrip("/") + path) as ws:
+                async with open_websocket(server.url.rstrip("/") + path) as ws:
                     assert json.loads(await ws.get_message())["type"] == "welcome"

@@ -24,6 +24,7 @@ import pytest
 import trio
 import trio_websocket
 
+from client.transport import open_websocket
 from runtime.testing import open_test_server
 
 pytestmark = pytest.mark.integration
@@ -57,6 +58,7 @@ class ServerProcess:
             "TANDEM_PORT": str(self.port),
             "TANDEM_DATA_DIR": str(self.data_dir),
             "TANDEM_LOG_LEVEL": "warning",
+            "TANDEM_RATE_LIMITS": "off",  # bursts are the point here
         }
         if self.database_url:
             env["TANDEM_DATABASE_URL"] = self.database_url
@@ -125,7 +127,7 @@ async def _publish_until_killed(
     ``halfway`` is set once 300 events are acknowledged.
     """
     try:
-        async with trio_websocket.open_websocket_url(server.url) as ws:
+        async with open_websocket(server.url) as ws:
             await ws.get_message()
             await ws.send_message('{"type":"session:join","sessionId":"burst"}')
             async with trio.open_nursery() as nursery:
@@ -152,6 +154,8 @@ async def _publish_until_killed(
                             acked.append(m["seq"])
                             if halfway is not None and len(acked) >= 300:
                                 halfway.set()
+                        elif m["type"] == "error":
+                            raise AssertionError(f"publish refused: {m}")
     except* (trio_websocket.ConnectionClosed, trio_websocket.HandshakeError, OSError):
         pass  # the server was killed: what was acked so far is what counts
 

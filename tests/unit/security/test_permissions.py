@@ -86,10 +86,15 @@ def test_unknown_roles_fail_closed() -> None:
     assert role_for(_ident(), "s1", "admin", "viewer") is Role.NONE
 
 
-@pytest.mark.parametrize("default", ["editor", "owner", "bogus", ""])
-def test_default_access_cannot_exceed_commenter(default: str) -> None:
+@pytest.mark.parametrize("default", ["owner", "bogus", ""])
+def test_default_access_is_never_owner_or_unknown(default: str) -> None:
     with pytest.raises(ValueError, match="default_access"):
         role_for(_ident(), "s1", None, default)
+
+
+def test_default_access_editor_is_for_open_deployments() -> None:
+    assert role_for(_ident(), "s1", None, "editor") is Role.EDITOR
+    assert role_for(_ident(), "s1", "viewer", "editor") is Role.VIEWER  # membership still wins
 
 
 def test_markdown_matrix_is_rendered_from_the_table() -> None:

@@ -1,0 +1,47 @@
+"""Session access: who may do what in a session, decided once, kept per connection.
+
+The matrix itself is pure (``runtime.security.permissions``); this module adds
+the lookups it needs — the token's grants, the stored membership through the
+cached repository, the deployment's default access — and the rate limiter's
+clock. The dispatcher is its only caller: permissions are checked in one place.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from runtime.gateways.sessions import CachedSessionRepository
+from runtime.security.permissions import Role, role_for
+from runtime.security.ratelimit import Kind, RateLimiter, RateLimits
+from runtime.security.tokens import Identity
+
+
+class SessionAccess:
+    def __init__(self, sessions: CachedSessionRepository, default_access: str) -> None:
+        self._sessions = sessions
+        self.default_access = default_access
+
+    async def role(self, identity: Identity, session_id: str) -> Role:
+        """The identity's effective role (token grant, else membership, else the default)."""
+        if session_id in identity.grants:
+            stored = None  # a grant decides alone: no store round trip
+        else:
+            stored = await self._sessions.get_member_role(session_id, identity.user_id)
+        return role_for(identity, session_id, stored, self.default_access)
+
+
+class RateGate:
+    """Token buckets on trio's clock (so limits are testable on a MockClock)."""
+
+    def __init__(self, limits: RateLimits | None) -> None:
+        self._limiter = RateLimiter(limits) if limits is not None else None
+
+    def retry_after(self, kind: Kind, key: str, cost: float = 1.0) -> float:
+        """0.0 when allowed (and counted), else the seconds until it would be."""
+        if self._limiter is None:
+            return 0.0
+        return self._limiter.check(kind, key, trio.current_time(), cost)
+
+    def forget(self, kind: Kind, key: str) -> None:
+        if self._limiter is not None:
+            self._limiter.forget(kind, key)
