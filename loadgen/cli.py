@@ -21,14 +21,29 @@ MAX_DURATION = 120.0
 MAX_CONNECTIONS = 18_000  # the machine's hard file-descriptor limit is 20,000 per process
 
 
+def _targets(value: str) -> str:
+    """``all``, ``peers`` or a comma-separated list of target names, run one after another."""
+    if value in ("all", "peers"):
+        return value
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in TARGETS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown target(s) {', '.join(unknown) or value!r}; "
+            f"choose from {', '.join([*TARGETS, 'all', 'peers'])}"
+        )
+    return ",".join(names)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m loadgen", description=__doc__)
     p.add_argument("scenario", choices=SCENARIOS)
     p.add_argument(
         "--target",
         default="tandem",
-        choices=[*TARGETS, "all", "peers"],
-        help="server under test; 'all' = tandem + every peer, 'peers' = peers only",
+        type=_targets,
+        help="server(s) under test, comma-separated (e.g. tandem,websockets); "
+        "'all' = tandem + every peer, 'peers' = peers only",
     )
     p.add_argument("--members", type=int, help="members per session")
     p.add_argument("--sessions", type=int, help="sessions (rooms, presence)")
@@ -101,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.target == "all"
         else PEERS
         if args.target == "peers"
-        else [args.target]
+        else args.target.split(",")
     )
     started = time.strftime("%Y%m%d-%H%M%S")
     out_dir = args.out / f"{started}-{args.scenario}"

@@ -95,6 +95,9 @@ class RunningServer:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
         if target.name == "tandem":
             env.setdefault("TANDEM_PROFILE", "dev")
+            # The generator offers more than the default per-connection limits (20 events/s):
+            # measure the fan-out, not the rate limiter. An explicit setting wins.
+            env.setdefault("TANDEM_RATE_LIMITS", "off")
         self._log = open(log_path, "wb")  # closed in stop()
         self.proc = subprocess.Popen(
             target.command(self.port),
