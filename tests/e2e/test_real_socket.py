@@ -61,3 +61,23 @@ async def test_http_and_websocket_share_one_port() -> None:
             for path in ("/", "/v1/ws"):
                 async with open_websocket(server.url.rstrip("/") + path) as ws:
                     assert json.loads(await ws.get_message())["type"] == "welcome"
+
+
+async def test_internal_port_moves_status_off_the_public_port() -> None:
+    async def get(port: int, path: str) -> bytes:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        response = b""
+        while chunk := await stream.receive_some(65536):
+            response += chunk
+        await stream.aclose()
+        return response
+
+    with trio.fail_after(20):
+        async with open_test_server(real_socket=True, internal_port=0) as server:
+            public, internal = server.node.public_port, server.node.internal_port
+            assert public and internal and public != internal
+            assert (await get(public, "/status")).startswith(b"HTTP/1.1 404")
+            status = await get(internal, "/status")
+            assert status.startswith(b"HTTP/1.1 200") and b'"actors"' in status
+            assert (await get(public, "/healthz")).startswith(b"HTTP/1.1 200")
