@@ -1,0 +1,300 @@
+"""Notification stores: per-user inboxes, in memory and in PostgreSQL (same behaviour).
+
+A notification's ``pos`` orders a user's inbox (newest activity first) and is
+the listing cursor; a grouped notification takes a new ``pos`` when it grows,
+so it rises to the top like a fresh one.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import attrs
+import psycopg
+
+from runtime.gateways.comments import normalize
+from runtime.gateways.database import DatabaseGateway, Row
+from runtime.gateways.memory import check_text, decode_json, encode_json
+
+JSON = Any
+Conn = psycopg.Connection[Any]
+MAX_ACTORS = 10  # actor ids kept on a grouped notification (latest last)
+
+
+@attrs.frozen(slots=True)
+class NotificationRecord:
+    id: str
+    user_id: str
+    kind: str
+    group_key: str | None
+    session_id: str | None
+    thread_id: str | None
+    actor_ids: tuple[str, ...]
+    data: JSON
+    count: int
+    created_at: float
+    updated_at: float
+    read_at: float | None
+    pos: int = 0
+
+
+def notification_json(n: NotificationRecord) -> dict[str, JSON]:
+    return {
+        "id": n.id,
+        "kind": n.kind,
+        "userId": n.user_id,
+        "sessionId": n.session_id,
+        "threadId": n.thread_id,
+        "actorIds": list(n.actor_ids),
+        "data": n.data,
+        "count": n.count,
+        "read": n.read_at is not None,
+        "readAt": n.read_at,
+        "createdAt": n.created_at,
+        "updatedAt": n.updated_at,
+        "cursor": n.pos,
+    }
+
+
+def merged_actors(actors: Sequence[str], actor_id: str | None) -> tuple[str, ...]:
+    if actor_id is None:
+        return tuple(actors)
+    kept = [a for a in actors if a != actor_id] + [actor_id]
+    return tuple(kept[-MAX_ACTORS:])
+
+
+class NotificationStore(Protocol):
+    async def insert(self, record: NotificationRecord) -> NotificationRecord: ...
+
+    async def find_group(
+        self, user_id: str, group_key: str, since: float
+    ) -> NotificationRecord | None:
+        """The newest unread notification of the group touched at or after ``since``."""
+
+    async def bump(
+        self, notification_id: str, actor_id: str | None, data: JSON, at: float
+    ) -> NotificationRecord:
+        """One more occurrence: count + 1, actor appended, data replaced, new ``pos``."""
+
+    async def list(
+        self, user_id: str, *, before: int | None, limit: int, unread_only: bool
+    ) -> list[NotificationRecord]:
+        """Newest first, ``pos < before`` when given."""
+
+    async def mark_read(
+        self, user_id: str, notification_id: str, at: float
+    ) -> NotificationRecord | None: ...
+
+    async def mark_all_read(self, user_id: str, at: float) -> int: ...
+
+    async def unread_count(self, user_id: str) -> int: ...
+
+
+class MemoryNotificationStore:
+    def __init__(self) -> None:
+        self._items: dict[str, NotificationRecord] = {}
+        self._pos = itertools.count(1)
+
+    async def insert(self, record: NotificationRecord) -> NotificationRecord:
+        check_text(record.id, record.user_id, record.kind, *record.actor_ids)
+        record = attrs.evolve(record, data=normalize(record.data), pos=next(self._pos))
+        self._items[record.id] = record
+        return record
+
+    async def find_group(
+        self, user_id: str, group_key: str, since: float
+    ) -> NotificationRecord | None:
+        found = [
+            n
+            for n in self._items.values()
+            if n.user_id == user_id
+            and n.group_key == group_key
+            and n.read_at is None
+            and n.updated_at >= since
+        ]
+        return max(found, key=lambda n: n.pos, default=None)
+
+    async def bump(
+        self, notification_id: str, actor_id: str | None, data: JSON, at: float
+    ) -> NotificationRecord:
+        n = self._items[notification_id]
+        n = attrs.evolve(
+            n,
+            count=n.count + 1,
+            actor_ids=merged_actors(n.actor_ids, actor_id),
+            data=normalize(data),
+            updated_at=at,
+            pos=next(self._pos),
+        )
+        self._items[n.id] = n
+        return n
+
+    async def list(
+        self, user_id: str, *, before: int | None, limit: int, unread_only: bool
+    ) -> list[NotificationRecord]:
+        mine = [
+            n
+            for n in self._items.values()
+            if n.user_id == user_id
+            and (before is None or n.pos < before)
+            and (not unread_only or n.read_at is None)
+        ]
+        return sorted(mine, key=lambda n: n.pos, reverse=True)[:limit]
+
+    async def mark_read(
+        self, user_id: str, notification_id: str, at: float
+    ) -> NotificationRecord | None:
+        n = self._items.get(notification_id)
+        if n is None or n.user_id != user_id:
+            return None
+        if n.read_at is None:
+            n = attrs.evolve(n, read_at=at)
+            self._items[n.id] = n
+        return n
+
+    async def mark_all_read(self, user_id: str, at: float) -> int:
+        changed = 0
+        for n in list(self._items.values()):
+            if n.user_id == user_id and n.read_at is None:
+                self._items[n.id] = attrs.evolve(n, read_at=at)
+                changed += 1
+        return changed
+
+    async def unread_count(self, user_id: str) -> int:
+        return sum(1 for n in self._items.values() if n.user_id == user_id and n.read_at is None)
+
+
+_COLUMNS = (
+    "id, user_id, kind, group_key, session_id, thread_id, actor_ids, data::text, count,"
+    " created_at, updated_at, read_at, pos"
+)
+
+
+def _record(row: Row) -> NotificationRecord:
+    (nid, user, kind, group, sid, tid, actors, data, count, created, updated, read, pos) = row
+    return NotificationRecord(
+        id=nid,
+        user_id=user,
+        kind=kind,
+        group_key=group,
+        session_id=sid,
+        thread_id=tid,
+        actor_ids=tuple(actors or ()),
+        data=decode_json(data),
+        count=int(count),
+        created_at=float(created),
+        updated_at=float(updated),
+        read_at=read,
+        pos=int(pos),
+    )
+
+
+class PostgresNotificationStore:
+    def __init__(self, db: DatabaseGateway) -> None:
+        self._db = db
+
+    async def insert(self, record: NotificationRecord) -> NotificationRecord:
+        check_text(record.id, record.user_id, record.kind, *record.actor_ids)
+        r = record
+
+        def work(conn: Conn) -> NotificationRecord:
+            row = conn.execute(
+                "INSERT INTO notifications (id, user_id, kind, group_key, session_id, thread_id,"
+                " actor_ids, data, count, created_at, updated_at, read_at)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s::jsonb,%s,%s,%s,%s) RETURNING " + _COLUMNS,
+                (
+                    r.id,
+                    r.user_id,
+                    r.kind,
+                    r.group_key,
+                    r.session_id,
+                    r.thread_id,
+                    list(r.actor_ids),
+                    encode_json(r.data),
+                    r.count,
+                    r.created_at,
+                    r.updated_at,
+                    r.read_at,
+                ),
+            ).fetchone()
+            assert row is not None
+            return _record(row)
+
+        return await self._db.run_in_transaction(work)
+
+    async def find_group(
+        self, user_id: str, group_key: str, since: float
+    ) -> NotificationRecord | None:
+        row = await self._db.fetch_one(
+            "SELECT " + _COLUMNS + " FROM notifications WHERE user_id = %s AND group_key = %s"
+            " AND read_at IS NULL AND updated_at >= %s ORDER BY pos DESC LIMIT 1",
+            (user_id, group_key, since),
+        )
+        return None if row is None else _record(row)
+
+    async def bump(
+        self, notification_id: str, actor_id: str | None, data: JSON, at: float
+    ) -> NotificationRecord:
+        encoded = encode_json(data)
+
+        def work(conn: Conn) -> NotificationRecord:
+            row = conn.execute(
+                "SELECT actor_ids FROM notifications WHERE id = %s FOR UPDATE",
+                (notification_id,),
+            ).fetchone()
+            if row is None:
+                raise KeyError(notification_id)
+            actors = list(merged_actors(row[0] or (), actor_id))
+            updated = conn.execute(
+                "UPDATE notifications SET count = count + 1, actor_ids = %s, data = %s::jsonb,"
+                " updated_at = %s, pos = nextval(pg_get_serial_sequence('notifications', 'pos'))"
+                " WHERE id = %s RETURNING " + _COLUMNS,
+                (actors, encoded, at, notification_id),
+            ).fetchone()
+            assert updated is not None
+            return _record(updated)
+
+        return await self._db.run_in_transaction(work)
+
+    async def list(
+        self, user_id: str, *, before: int | None, limit: int, unread_only: bool
+    ) -> list[NotificationRecord]:
+        rows = await self._db.fetch_all(
+            "SELECT " + _COLUMNS + " FROM notifications WHERE user_id = %s"
+            " AND (%s::bigint IS NULL OR pos < %s::bigint)"
+            " AND (NOT %s OR read_at IS NULL) ORDER BY pos DESC LIMIT %s",
+            (user_id, before, before, unread_only, limit),
+        )
+        return [_record(r) for r in rows]
+
+    async def mark_read(
+        self, user_id: str, notification_id: str, at: float
+    ) -> NotificationRecord | None:
+        def work(conn: Conn) -> NotificationRecord | None:
+            conn.execute(
+                "UPDATE notifications SET read_at = %s"
+                " WHERE id = %s AND user_id = %s AND read_at IS NULL",
+                (at, notification_id, user_id),
+            )
+            row = conn.execute(
+                "SELECT " + _COLUMNS + " FROM notifications WHERE id = %s AND user_id = %s",
+                (notification_id, user_id),
+            ).fetchone()
+            return None if row is None else _record(row)
+
+        return await self._db.run_in_transaction(work)
+
+    async def mark_all_read(self, user_id: str, at: float) -> int:
+        return await self._db.execute(
+            "UPDATE notifications SET read_at = %s WHERE user_id = %s AND read_at IS NULL",
+            (at, user_id),
+        )
+
+    async def unread_count(self, user_id: str) -> int:
+        row = await self._db.fetch_one(
+            "SELECT count(*) FROM notifications WHERE user_id = %s AND read_at IS NULL",
+            (user_id,),
+        )
+        return 0 if row is None else int(row[0])
