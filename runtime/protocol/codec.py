@@ -206,3 +206,9 @@ def encode_batch(parts: Sequence[bytes]) -> bytes:
     if len(parts) == 1:
         return parts[0]
     return b"[" + b",".join(parts) + b"]"
+
+
+def register_client_type(tag: str, cls: type) -> None:
+    """Add a client message type from another module (camelCase keys, unknown ones refused)."""
+    CLIENT_TYPES[tag] = cls
+    _register_camel(_converter, cls)
