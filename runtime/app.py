@@ -19,7 +19,9 @@ import attrs
 import trio
 
 from runtime.config import Settings
+from runtime.gateways.audit_log import AuditLog, MemoryAuditLog, PostgresAuditLog
 from runtime.gateways.database import DatabaseGateway, open_database_gateway
+from runtime.gateways.encryption import sealer_from_settings
 from runtime.gateways.memory import MemoryEventStore, MemorySessionRepository, MemoryState
 from runtime.gateways.migrate import migrate
 from runtime.gateways.postgres import PostgresEventStore, PostgresSessionRepository
@@ -59,11 +61,18 @@ class Stores:
     events: EventStore
     sessions: SessionRepository
     database: DatabaseGateway | None = None
+    audit: AuditLog | None = None  # becomes the node's audit_log
 
 
-def memory_stores() -> Stores:
+def memory_stores(settings: Settings | None = None) -> Stores:
+    """In-memory stores; with ``settings``, sensitive events are sealed with its keys."""
     state = MemoryState()
-    return Stores(MemoryEventStore(state), MemorySessionRepository(state))
+    sealer = None if settings is None else sealer_from_settings(settings)
+    return Stores(
+        MemoryEventStore(state, sealer=sealer),
+        MemorySessionRepository(state),
+        audit=MemoryAuditLog(),
+    )
 
 
 @asynccontextmanager
@@ -88,7 +97,12 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
         applied = await migrate(db)
         if applied:
             logger.info("applied migrations %s", ", ".join(applied))
-        yield Stores(PostgresEventStore(db), PostgresSessionRepository(db), db)
+        yield Stores(
+            PostgresEventStore(db, sealer=sealer_from_settings(settings)),
+            PostgresSessionRepository(db),
+            db,
+            audit=PostgresAuditLog(db),
+        )
 
 
 @asynccontextmanager
@@ -111,6 +125,7 @@ async def open_node(
             database=stores.database,
             verifier=verifier,
         )
+        node.audit_log = stores.audit
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             try:

@@ -48,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument("--url", default="http://127.0.0.1:8080", help="the node's base URL")
     report.add_argument("--since", default="10m", help="interval between two scrapes (5s, 10m)")
     report.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
+    from runtime import admin_cli
+
+    admin_cli.add_commands(commands)  # keys generate|rotate, audit verify
     args, _ = parser.parse_known_args(argv)
     try:
         if args.command == "serve":
@@ -58,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _migrate(list(argv or sys.argv[1:])[1:])
         if args.command in ("status", "report"):
             return _observe(args)
+        if args.command in ("keys", "audit"):
+            return admin_cli.run(args, list(sys.argv[1:] if argv is None else argv))
     except ConfigError as exc:
         print(f"tandem: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -83,6 +83,14 @@ class Settings:
     api_key: str | None = _setting(
         None, "bearer key for the /v1 HTTP API (required in production)", secret=True
     )
+    encryption_keys: str | None = _setting(
+        None,
+        "keys for payloads stored encrypted (`sensitive`): `id:base64 32 bytes,...`",
+        secret=True,
+    )
+    encryption_key_current: str | None = _setting(
+        None, "id of the key new writes use (needed with several encryption_keys)"
+    )
     log_level: str = _setting("info", "debug, info, warning or error")
     log_format: str = _setting("auto", "auto (json in production, text in dev), json or text")
     alert_interval: float = _setting(10.0, "seconds per alert evaluation window")
@@ -181,6 +189,9 @@ def validate(settings: Settings) -> None:
     if settings.effective_default_access not in ("none", "viewer", "commenter", "editor"):
         raise ConfigError("default_access must be none, viewer, commenter or editor")
     parse_rate_limits(settings.rate_limits)
+    from runtime.gateways.encryption import keyring_from_settings  # raises ConfigError
+
+    keyring_from_settings(settings)
     if settings.presence_timeout <= 0:
         raise ConfigError("presence_timeout must be > 0")
     if settings.max_message_bytes < 1024:

@@ -270,6 +270,17 @@ class Dispatcher:
         )
 
     async def _publish(self, conn: ClientConnection, message: Publish) -> None:
+        if message.sensitive and not self._node.settings.encryption_keys:
+            # Refuse rather than store a payload marked sensitive in plaintext.
+            conn.send(
+                wire.error(
+                    ErrorCode.INVALID_MESSAGE,
+                    "no encryption keys configured",
+                    message.ref,
+                    path="$.sensitive",
+                )
+            )
+            return
         await self._to_session(
             conn,
             message.session_id,

@@ -37,6 +37,7 @@ from actors.session.actor import SessionActor, SessionConfig
 from runtime import metrics
 from runtime.access import RateGate, SessionAccess
 from runtime.actor import BatchPolicy, Fail
+from runtime.api.audit import AuditApi
 from runtime.api.openapi import OPENAPI
 from runtime.api.sessions import SessionsApi
 from runtime.audit_sink import AuditSink
@@ -161,6 +162,7 @@ class TandemNode:
         self.http.add("GET", "/readyz", self._readyz)
         self.http.add("GET", "/openapi.json", self._openapi)
         SessionsApi(self).register(self.http)
+        AuditApi(self).register(self.http)
         self.observer = Observer(self)  # /metrics, scheduler lag, alerts
         if settings.internal_port is None:
             self.http.add("GET", "/status", self._status)

@@ -172,7 +172,7 @@ class SessionActor:
         # Timestamps are kept at the store's precision so live and replayed events match.
         ts = normalize_ts(self._clock())
         event = self._log.append(
-            message.name, message.data, message.peer.user_id, ts, message.durable
+            message.name, message.data, message.peer.user_id, ts, message.durable, message.sensitive
         )
         pending.outgoing.append(event.encoded)
         pending.is_event.append(True)

@@ -56,7 +56,7 @@ class SessionLog:
         self._recent = deque(maxlen=self.memory_limit)
 
     def append(
-        self, name: str, data: JSON, user_id: str, ts: float, durable: bool
+        self, name: str, data: JSON, user_id: str, ts: float, durable: bool, sensitive: bool = False
     ) -> RetainedEvent:
         """Assign the next seq to a durable event; place an ephemeral one after the current seq."""
         if not durable:
@@ -66,7 +66,7 @@ class SessionLog:
         self.seq += 1
         seq = self.seq
         encoded = encode(wire.event(self.session_id, seq, name, data, user_id, ts))
-        stored = StoredEvent(self.session_id, seq, name, data, user_id, ts)
+        stored = StoredEvent(self.session_id, seq, name, data, user_id, ts, sensitive)
         event = RetainedEvent(seq, encoded, stored)
         self._recent.append(event)
         return event

@@ -217,6 +217,53 @@ OPENAPI: dict[str, Any] = {
                 },
             },
         },
+        "/v1/audit": {
+            "get": {
+                "summary": "List the audit log (oldest first), filtered, a page at a time",
+                "parameters": [
+                    {"name": "action", "in": "query", "schema": {"type": "string"}},
+                    {"name": "actor", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "schema": {"type": "number"},
+                        "description": "unix seconds: records at or after this time",
+                    },
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "the `next` cursor of the previous page",
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": 500,
+                            "default": 100,
+                        },
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "records": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/AuditRecord"},
+                                },
+                                "next": {"type": "string"},
+                            },
+                        },
+                        "a page of audit records",
+                    ),
+                    **_errors(400, 404),
+                },
+            },
+        },
         "/healthz": {
             "get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}
         },
@@ -273,6 +320,19 @@ OPENAPI: dict[str, Any] = {
                     "data": {},
                     "userId": {"type": "string"},
                     "ts": {"type": "number"},
+                },
+            },
+            "AuditRecord": {
+                "type": "object",
+                "properties": {
+                    "seq": {"type": "integer"},
+                    "ts": {"type": "number"},
+                    "actor": {"type": "string"},
+                    "action": {"type": "string"},
+                    "target": {"type": "string"},
+                    "details": {"type": "object"},
+                    "prevHash": {"type": "string"},
+                    "hash": {"type": "string"},
                 },
             },
             "Error": {

@@ -158,17 +158,31 @@ class SessionsApi:
             return error_response(
                 400, "invalid_message", "user id must be 1-128 of [A-Za-z0-9_.:@-]"
             )
+        previous = await self._repo.get_member_role(request.params["id"], request.params["user"])
         try:
             record = await self._repo.add_member(
                 request.params["id"], request.params["user"], body.role
             )
         except SessionNotFound:
             return _not_found(request.params["id"])
+        await self._node.audit(
+            "member.added" if previous is None else "member.role_changed",
+            "api",
+            f"{record.session_id}/{record.user_id}",
+            {"role": record.role, **({} if previous is None else {"previous_role": previous})},
+        )
         return json_response(200, member_json(record))
 
     async def remove_member(self, request: HttpRequest) -> HttpResponse:
+        role = await self._repo.get_member_role(request.params["id"], request.params["user"])
         if not await self._repo.remove_member(request.params["id"], request.params["user"]):
             return error_response(404, "not_found", "no such member")
+        await self._node.audit(
+            "member.removed",
+            "api",
+            f"{request.params['id']}/{request.params['user']}",
+            {"role": role},
+        )
         return HttpResponse(204)
 
     async def participants(self, request: HttpRequest) -> HttpResponse:

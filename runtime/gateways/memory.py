@@ -24,6 +24,7 @@ import attrs
 import orjson
 import trio
 
+from runtime.gateways.encryption import EncryptionUnavailable, Sealer, row_aad
 from runtime.gateways.store import JSON, SessionHead, StoredEvent
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -179,8 +180,8 @@ def trim_boundary(last_seq: int, keep_last: int | None, newest_old_seq: int | No
 @attrs.define
 class _Session:
     record: SessionRecord
-    # seq -> (name, encoded data, user_id, normalized ts), in seq order
-    events: dict[int, tuple[str, str, str, float]] = attrs.field(factory=dict)
+    # seq -> (name, encoded data or its sealed envelope, user_id, normalized ts), in seq order
+    events: dict[int, tuple[str, str | bytes, str, float]] = attrs.field(factory=dict)
     members: dict[str, MemberRecord] = attrs.field(factory=dict)
 
 
@@ -197,11 +198,36 @@ class MemoryState:
         return session
 
 
-class MemoryEventStore:
-    """``EventStore`` in memory; see the module docstring."""
+def event_aad(session_id: str, seq: int) -> bytes:
+    """The AAD of a sealed event payload: its row in ``session_events``."""
+    return row_aad("session_events", session_id, seq)
 
-    def __init__(self, state: MemoryState | None = None) -> None:
+
+def seal_event(sealer: Sealer | None, event: StoredEvent, encoded: str) -> bytes:
+    """The envelope stored for a sensitive event; refuses when no keys are configured."""
+    if sealer is None:
+        raise EncryptionUnavailable()
+    return sealer.seal(encoded, event_aad(event.session_id, event.seq))
+
+
+@attrs.frozen
+class RotationReport:
+    """What ``rotate_keys`` did: rows re-encrypted under the current key, in batches."""
+
+    rotated: int
+    batches: int
+    key_id: str
+
+
+class MemoryEventStore:
+    """``EventStore`` in memory; see the module docstring.
+
+    Sensitive events are kept sealed (bytes) exactly as PostgreSQL keeps them.
+    """
+
+    def __init__(self, state: MemoryState | None = None, *, sealer: Sealer | None = None) -> None:
         self.state = state if state is not None else MemoryState()
+        self.sealer = sealer
 
     async def load_head(self, session_id: str) -> SessionHead:
         await trio.lowlevel.checkpoint()
@@ -214,9 +240,11 @@ class MemoryEventStore:
     async def append(self, events: Sequence[StoredEvent]) -> None:
         await trio.lowlevel.checkpoint()
         groups = check_batch(events)
-        rows = [
-            (e.seq, (e.name, encode_json(e.data), e.user_id, normalize_ts(e.ts))) for e in events
-        ]
+        rows: list[tuple[int, tuple[str, str | bytes, str, float]]] = []
+        for e in events:
+            encoded = encode_json(e.data)
+            data = seal_event(self.sealer, e, encoded) if e.sensitive else encoded
+            rows.append((e.seq, (e.name, data, e.user_id, normalize_ts(e.ts))))
         for session_id, group in groups.items():
             session = self.state.sessions.get(session_id)
             last = 0 if session is None else session.record.last_seq
@@ -237,8 +265,49 @@ class MemoryEventStore:
         out: list[StoredEvent] = []
         for seq in sorted(s for s in session.events if s > after_seq)[:limit]:
             name, data, user_id, ts = session.events[seq]
-            out.append(StoredEvent(session_id, seq, name, decode_json(data), user_id, ts))
+            if isinstance(data, bytes):
+                if self.sealer is None:
+                    raise EncryptionUnavailable("a sensitive event is stored but no keys are set")
+                text = self.sealer.open(data, event_aad(session_id, seq))
+                out.append(StoredEvent(session_id, seq, name, decode_json(text), user_id, ts, True))
+            else:
+                out.append(StoredEvent(session_id, seq, name, decode_json(data), user_id, ts))
         return out
+
+    async def rotate_keys(self, *, batch_size: int = 500) -> RotationReport:
+        """Re-encrypt every sealed event not under the current key (``batch_size`` at a time)."""
+        if self.sealer is None:
+            raise EncryptionUnavailable()
+        sealer = self.sealer
+        rotated = batches = 0
+        while True:
+            await trio.lowlevel.checkpoint()
+            todo = [
+                (session_id, seq)
+                for session_id, session in sorted(self.state.sessions.items())
+                for seq, row in sorted(session.events.items())
+                if isinstance(row[1], bytes) and sealer.needs_rotation(row[1])
+            ][:batch_size]
+            if not todo:
+                return RotationReport(rotated, batches, sealer.current_key_id)
+            for session_id, seq in todo:
+                name, data, user_id, ts = self.state.sessions[session_id].events[seq]
+                assert isinstance(data, bytes)
+                resealed = sealer.reseal(data, event_aad(session_id, seq))
+                self.state.sessions[session_id].events[seq] = (name, resealed, user_id, ts)
+            rotated += len(todo)
+            batches += 1
+
+    async def count_needing_rotation(self) -> int:
+        await trio.lowlevel.checkpoint()
+        if self.sealer is None:
+            return 0
+        return sum(
+            1
+            for session in self.state.sessions.values()
+            for row in session.events.values()
+            if isinstance(row[1], bytes) and self.sealer.needs_rotation(row[1])
+        )
 
     async def trim(
         self, session_id: str, keep_last: int | None = None, older_than_s: float | None = None

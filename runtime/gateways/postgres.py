@@ -18,8 +18,10 @@ from typing import Any
 import psycopg
 
 from runtime.gateways.database import DatabaseGateway, Row
+from runtime.gateways.encryption import EncryptionUnavailable, Sealer
 from runtime.gateways.memory import (
     MemberRecord,
+    RotationReport,
     SeqConflict,
     SessionExists,
     SessionNotFound,
@@ -28,6 +30,8 @@ from runtime.gateways.memory import (
     check_text,
     decode_json,
     encode_json,
+    event_aad,
+    seal_event,
     trim_boundary,
     ts_to_datetime,
 )
@@ -37,10 +41,15 @@ Conn = psycopg.Connection[Any]
 
 
 class PostgresEventStore:
-    """``EventStore`` over ``session_events``; the head lives in ``sessions.last_seq``."""
+    """``EventStore`` over ``session_events``; the head lives in ``sessions.last_seq``.
 
-    def __init__(self, db: DatabaseGateway) -> None:
+    A sensitive event's payload is sealed with ``sealer`` into ``data_enc`` (with
+    its ``key_id``; ``data`` stays NULL) and opened again on read.
+    """
+
+    def __init__(self, db: DatabaseGateway, *, sealer: Sealer | None = None) -> None:
         self._db = db
+        self.sealer = sealer
 
     async def load_head(self, session_id: str) -> SessionHead:
         row = await self._db.fetch_one(
@@ -64,11 +73,28 @@ class PostgresEventStore:
         if not events:
             return
         groups = check_batch(events)
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
         for e in events:
+            encoded: str | None = encode_json(e.data)
+            sealed: bytes | None = None
+            key_id: str | None = None
+            if e.sensitive:
+                assert encoded is not None
+                sealed = seal_event(self.sealer, e, encoded)
+                key_id = Sealer.key_id_of(sealed)
+                encoded = None
             for column, value in zip(
                 columns,
-                (e.session_id, e.seq, e.name, encode_json(e.data), e.user_id, ts_to_datetime(e.ts)),
+                (
+                    e.session_id,
+                    e.seq,
+                    e.name,
+                    encoded,
+                    e.user_id,
+                    ts_to_datetime(e.ts),
+                    sealed,
+                    key_id,
+                ),
                 strict=True,
             ):
                 column.append(value)
@@ -79,9 +105,10 @@ class PostgresEventStore:
                 _advance_head(conn, session_id, prev, last)
             # One statement for the whole batch, whatever its size.
             conn.execute(
-                "INSERT INTO session_events (session_id, seq, name, data, user_id, ts)"
+                "INSERT INTO session_events"
+                " (session_id, seq, name, data, user_id, ts, data_enc, key_id)"
                 " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[],"
-                " %s::text[]::jsonb[], %s::text[], %s::timestamptz[])",
+                " %s::text[]::jsonb[], %s::text[], %s::timestamptz[], %s::bytea[], %s::text[])",
                 columns,
             )
 
@@ -91,14 +118,84 @@ class PostgresEventStore:
         if limit <= 0:
             return []
         rows = await self._db.fetch_all(
-            "SELECT seq, name, data::text, user_id, ts FROM session_events"
+            "SELECT seq, name, data::text, user_id, ts, data_enc FROM session_events"
             " WHERE session_id = %s AND seq > %s ORDER BY seq LIMIT %s",
             (session_id, after_seq, limit),
         )
-        return [
-            StoredEvent(session_id, int(seq), name, decode_json(data), user_id, ts.timestamp())
-            for seq, name, data, user_id, ts in rows
-        ]
+        out: list[StoredEvent] = []
+        for seq, name, data, user_id, ts, sealed in rows:
+            sensitive = sealed is not None
+            if sensitive:
+                if self.sealer is None:
+                    raise EncryptionUnavailable("a sensitive event is stored but no keys are set")
+                data = self.sealer.open(sealed, event_aad(session_id, int(seq)))
+            out.append(
+                StoredEvent(
+                    session_id,
+                    int(seq),
+                    name,
+                    decode_json(data),
+                    user_id,
+                    ts.timestamp(),
+                    sensitive,
+                )
+            )
+        return out
+
+    async def rotate_keys(self, *, batch_size: int = 500) -> RotationReport:
+        """Re-encrypt sealed events not under the current key, ``batch_size`` per transaction.
+
+        Online: each batch locks only its own rows, briefly; appends and reads go on.
+        Idempotent: run it again after an interruption. Raises ``DecryptionError`` if
+        a row is sealed with a key that is no longer configured.
+        """
+        if self.sealer is None:
+            raise EncryptionUnavailable()
+        if batch_size <= 0:
+            raise ValueError("batch_size must be > 0")
+        sealer = self.sealer
+        current = sealer.current_key_id
+
+        def batch(conn: Conn) -> int:
+            rows = conn.execute(
+                "SELECT session_id, seq, data_enc FROM session_events"
+                " WHERE key_id IS NOT NULL AND key_id <> %s"
+                " ORDER BY key_id, session_id, seq LIMIT %s FOR UPDATE",
+                (current, batch_size),
+            ).fetchall()
+            if not rows:
+                return 0
+            sids, seqs, sealed = [], [], []
+            for session_id, seq, envelope in rows:
+                sids.append(session_id)
+                seqs.append(seq)
+                sealed.append(sealer.reseal(envelope, event_aad(session_id, int(seq))))
+            conn.execute(
+                "UPDATE session_events e SET data_enc = u.data_enc, key_id = %s"
+                " FROM unnest(%s::text[], %s::bigint[], %s::bytea[])"
+                " AS u(session_id, seq, data_enc)"
+                " WHERE e.session_id = u.session_id AND e.seq = u.seq",
+                (current, sids, seqs, sealed),
+            )
+            return len(rows)
+
+        rotated = batches = 0
+        while True:
+            done = await self._db.run_in_transaction(batch, idempotent=True)
+            if done == 0:
+                return RotationReport(rotated, batches, current)
+            rotated += done
+            batches += 1
+
+    async def count_needing_rotation(self) -> int:
+        """Sealed events not under the current key (0 without keys)."""
+        if self.sealer is None:
+            return 0
+        row = await self._db.fetch_one(
+            "SELECT count(*) FROM session_events WHERE key_id IS NOT NULL AND key_id <> %s",
+            (self.sealer.current_key_id,),
+        )
+        return 0 if row is None else int(row[0])
 
     async def trim(
         self, session_id: str, keep_last: int | None = None, older_than_s: float | None = None

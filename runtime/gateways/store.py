@@ -26,6 +26,7 @@ class StoredEvent:
     data: JSON
     user_id: str
     ts: float  # unix seconds, assigned by the session actor
+    sensitive: bool = False  # stored encrypted at rest (``runtime.gateways.encryption``)
 
 
 @attrs.frozen(slots=True)

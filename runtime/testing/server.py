@@ -148,6 +148,6 @@ async def open_test_server(
                 if settings.database_url:
                     stores = await stack.enter_async_context(open_stores(settings))
                 else:
-                    stores = memory_stores()
+                    stores = memory_stores(settings)
             node = await stack.enter_async_context(open_node(settings, stores=stores))
             yield TestServer(node, settings)
