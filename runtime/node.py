@@ -60,6 +60,7 @@ from runtime.supervisor import RestartPolicy, Supervisor
 from runtime.transport.connection import ClientConnection, ConnectionLimits
 from runtime.transport.http11 import Upgrade, reject_upgrade, serve_http
 from runtime.transport.wire import SocketWire, Wire
+from runtime.web.routes import WebRoutes
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ class TandemNode:
         self.http.add("GET", "/readyz", self._readyz)
         self.http.add("GET", "/openapi.json", self._openapi)
         SessionsApi(self).register(self.http)
+        WebRoutes(self).register(self.http)  # /client.js; the demo page in dev
         AuditApi(self).register(self.http)
         self.observer = Observer(self)  # /metrics, scheduler lag, alerts
         if settings.internal_port is None:
