@@ -18,6 +18,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from runtime.comments.feature import CollabStores, postgres_collab_stores
 from runtime.config import Settings
 from runtime.gateways.audit_log import AuditLog, MemoryAuditLog, PostgresAuditLog
 from runtime.gateways.database import DatabaseGateway, open_database_gateway
@@ -62,6 +63,7 @@ class Stores:
     sessions: SessionRepository
     database: DatabaseGateway | None = None
     audit: AuditLog | None = None  # becomes the node's audit_log
+    collab: CollabStores | None = None  # comments, notifications, webhooks (None: in memory)
 
 
 def memory_stores(settings: Settings | None = None) -> Stores:
@@ -102,6 +104,7 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
             PostgresSessionRepository(db),
             db,
             audit=PostgresAuditLog(db),
+            collab=postgres_collab_stores(db),
         )
 
 
@@ -124,6 +127,7 @@ async def open_node(
             ),
             database=stores.database,
             verifier=verifier,
+            collab=stores.collab,
         )
         node.audit_log = stores.audit
         async with trio.open_nursery() as nursery:

@@ -101,6 +101,15 @@ class Settings:
     alert_redis_p99: float = _setting(0.01, "alert when Redis call p99 exceeds (s)")
     alert_mailbox_depth: int = _setting(512, "alert when one mailbox holds more messages")
     alert_restarts: int = _setting(10, "alert when supervisors restart more per window")
+    notification_group_window: float = _setting(
+        300.0, "seconds within which activity on one thread groups into one notification"
+    )
+    webhook_retry_base: float = _setting(1.0, "seconds before the first webhook retry (doubles)")
+    webhook_retry_cap: float = _setting(3600.0, "most seconds between webhook retries")
+    webhook_disable_after: float = _setting(
+        3 * 86400.0, "seconds an endpoint may fail without a success before it is disabled"
+    )
+    webhook_timeout: float = _setting(10.0, "seconds a webhook request may take")
 
     @property
     def is_production(self) -> bool:

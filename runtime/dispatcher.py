@@ -198,6 +198,7 @@ class Dispatcher:
         conn.identity = identity
         bind_user(identity.user_id)
         conn.send(wire.authenticated(identity.user_id, identity.name, message.ref))
+        self._node.collab.connected(conn)  # unread notifications after `auth:ok`
 
     async def _refresh(self, conn: ClientConnection, message: AuthRefresh) -> None:
         assert conn.identity is not None

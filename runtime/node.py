@@ -41,6 +41,7 @@ from runtime.api.audit import AuditApi
 from runtime.api.openapi import OPENAPI
 from runtime.api.sessions import SessionsApi
 from runtime.audit_sink import AuditSink
+from runtime.comments.feature import Collaboration, CollabStores
 from runtime.config import Settings, parse_rate_limits, public_view
 from runtime.dispatcher import Dispatcher
 from runtime.gateways.database import DatabaseGateway
@@ -75,6 +76,7 @@ class TandemNode:
         verifier: TokenVerifier,
         database: DatabaseGateway | None = None,
         wall_clock: Callable[[], float] = time.time,
+        collab: CollabStores | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -173,6 +175,8 @@ class TandemNode:
         self.internal_http.add("GET", "/status", self._status)
         self.internal_http.add("GET", "/metrics", self.observer.metrics_endpoint)
         self.internal_http.add("GET", "/healthz", self._healthz)
+        # Comments, notification inboxes (`inbox:<user>`), webhooks: runtime/comments/feature.py
+        self.collab = Collaboration(self, collab)
 
     # -- actors -------------------------------------------------------------------
 
@@ -258,6 +262,7 @@ class TandemNode:
                 kind="supervisor",
                 supervisor=self.presence_supervisor,
             )
+            await self.collab.start(self.root, nursery)  # inboxes supervisor, webhook delivery
             nursery.start_soon(self._heartbeat)
             nursery.start_soon(self._release_held_presence)
             nursery.start_soon(self.observer.run)
@@ -482,6 +487,7 @@ class TandemNode:
                         self.settings.presence_timeout / 3,
                     )
                 )
+                self.collab.connected(conn)  # unread notifications after `welcome`
 
         async def closed(conn: ClientConnection) -> None:
             self.connections.pop(conn.id, None)
@@ -539,5 +545,6 @@ class TandemNode:
             "database": attrs.asdict(self.database.health()) if self.database else None,
             "actors": self.root.status(),
             **self.observer.status(),  # alerts, slowest mailboxes, scheduler lag
+            "webhooks": self.collab.status(),
             "settings": public_view(self.settings),
         }

@@ -1,0 +1,262 @@
+"""Comments, notification inboxes and webhooks, wired into a node.
+
+``Collaboration(node, stores)`` registers the ``inbox`` actor kind (under the
+``inboxes`` supervisor, a child of root), the WebSocket messages, the HTTP
+routes and the membership hook; ``start`` runs the supervisor and the webhook
+delivery task in the node's nursery.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from actors.inbox.actor import Deliver, InboxActor, InboxConfig, InboxMessage
+from actors.inbox.state import Incoming
+from runtime.comments.service import CommentService, Notice
+from runtime.gateways.comments import CommentStore, MemoryCommentStore, PostgresCommentStore
+from runtime.gateways.database import DatabaseGateway
+from runtime.gateways.notifications import (
+    MemoryNotificationStore,
+    NotificationRecord,
+    NotificationStore,
+    PostgresNotificationStore,
+    notification_json,
+)
+from runtime.gateways.webhooks import MemoryWebhookStore, PostgresWebhookStore, WebhookStore
+from runtime.mailbox import Mailbox, MailboxClosed
+from runtime.registry import ActorKind, SpawnFailed
+from runtime.security.permissions import Op, allowed
+from runtime.security.tokens import Identity
+from runtime.supervisor import RestartPolicy, Supervisor
+from runtime.transport.connection import ClientConnection
+from runtime.webhooks.delivery import WebhookConfig, Webhooks
+
+if TYPE_CHECKING:
+    from runtime.node import TandemNode
+
+logger = logging.getLogger(__name__)
+
+JSON = Any
+#: Unread notifications sent right after `welcome`.
+CONNECT_LATEST = 20
+
+
+@attrs.frozen
+class CollabStores:
+    comments: CommentStore
+    notifications: NotificationStore
+    webhooks: WebhookStore
+
+
+def memory_collab_stores() -> CollabStores:
+    return CollabStores(MemoryCommentStore(), MemoryNotificationStore(), MemoryWebhookStore())
+
+
+def postgres_collab_stores(db: DatabaseGateway) -> CollabStores:
+    return CollabStores(
+        PostgresCommentStore(db), PostgresNotificationStore(db), PostgresWebhookStore(db)
+    )
+
+
+class Collaboration:
+    def __init__(self, node: TandemNode, stores: CollabStores | None = None) -> None:
+        from runtime.api.comments import CommentsApi
+        from runtime.api.notifications import NotificationsApi, WebhooksApi
+        from runtime.comments.ws import CommentHandlers
+
+        settings = node.settings
+        self.node = node
+        self.stores = stores or memory_collab_stores()
+        self.notifications = self.stores.notifications
+        self.inboxes_supervisor = Supervisor("inboxes", RestartPolicy(max_restarts=5, period=10.0))
+        inbox_config = InboxConfig(
+            group_window=getattr(settings, "notification_group_window", 300.0),
+            passivate_after=settings.passivate_after,
+        )
+        self.inbox_kind: ActorKind[Mailbox[InboxMessage]] = ActorKind(
+            "inbox",
+            lambda: Mailbox(settings.mailbox_size),
+            lambda user_id, mailbox: InboxActor(
+                user_id,
+                mailbox,
+                store=self.notifications,
+                may_read=self._may_read,
+                pushed=self._pushed,
+                config=inbox_config,
+                clock=node.wall_clock,
+            ),
+            self.inboxes_supervisor,
+        )
+        node.registry.add_kind(self.inbox_kind)
+        self.webhooks = Webhooks(
+            self.stores.webhooks,
+            config=WebhookConfig(
+                retry_base=getattr(settings, "webhook_retry_base", 1.0),
+                retry_cap=getattr(settings, "webhook_retry_cap", 3600.0),
+                disable_after=getattr(settings, "webhook_disable_after", 3 * 86400.0),
+                request_timeout=getattr(settings, "webhook_timeout", 10.0),
+            ),
+            clock=node.wall_clock,
+        )
+        self.comments = CommentService(
+            self.stores.comments,
+            append=node.append_event,
+            published=self._session_event,
+            notify=self._notice,
+            limits=node.limits,
+            clock=node.wall_clock,
+        )
+        CommentHandlers(self).register(node.dispatcher.register)
+        CommentsApi(node, self).register(node.http)
+        NotificationsApi(node, self).register(node.http)
+        WebhooksApi(node, self).register(node.http)
+        node.sessions.on_member_change.append(self._member_changed)
+        self._nursery: trio.Nursery | None = None
+
+    async def start(self, root: Supervisor, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        await root.start_child(
+            "inboxes",
+            self.inboxes_supervisor.run,
+            kind="supervisor",
+            supervisor=self.inboxes_supervisor,
+        )
+        try:
+            await self.webhooks.load()
+        except Exception as exc:  # the delivery task retries; endpoints load on next start
+            logger.warning("could not load webhook endpoints: %s", exc)
+        nursery.start_soon(self.webhooks.run)
+
+    def status(self) -> dict[str, JSON]:
+        return self.webhooks.status()
+
+    # -- notifications ----------------------------------------------------------------
+
+    async def deliver(self, incoming: Incoming) -> NotificationRecord | None:
+        """Hand one notification to its user's inbox and wait until it is stored."""
+        send, receive = trio.open_memory_channel[NotificationRecord | Exception | None](1)
+        with trio.fail_after(self.node.settings.mailbox_timeout):
+            await self.node.registry.send(
+                self.inbox_kind, incoming.user_id, Deliver(incoming, send)
+            )
+        result = await receive.receive()
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    async def _notice(self, notice: Notice) -> None:
+        for user_id in notice.user_ids:
+            incoming = Incoming(
+                user_id=user_id,
+                kind=notice.kind,
+                session_id=notice.session_id,
+                thread_id=notice.thread_id,
+                actor_id=notice.actor_id,
+                data=notice.data,
+            )
+            with trio.move_on_after(self.node.settings.mailbox_timeout) as scope:
+                try:
+                    await self.node.registry.send(self.inbox_kind, user_id, Deliver(incoming))
+                except (MailboxClosed, SpawnFailed) as exc:
+                    logger.warning("notification for %s dropped: %s", user_id, exc)
+            if scope.cancelled_caught:
+                logger.warning("notification for %s dropped: inbox busy", user_id)
+
+    async def _may_read(self, user_id: str, session_id: str) -> bool:
+        identity = Identity(user_id=user_id, name=user_id, guest=False)
+        return allowed(await self.node.access.role(identity, session_id), Op.READ_HISTORY)
+
+    async def _pushed(self, record: NotificationRecord, unread: int) -> None:
+        message = {
+            "type": "notification",
+            "notification": notification_json(record),
+            "unread": unread,
+        }
+        self._to_user(record.user_id, message)
+        kind = "notification:created" if record.count == 1 else "notification:grouped"
+        await self.webhooks.publish(
+            kind, f"user:{record.user_id}", f"notification:{record.id}:{record.count}", message
+        )
+
+    def _to_user(self, user_id: str, message: dict[str, JSON]) -> None:
+        for conn in list(self.node.connections.values()):
+            if conn.user_id == user_id and not conn.closed:
+                conn.send(message)
+
+    def connected(self, conn: ClientConnection) -> None:
+        """A socket got its identity: send the unread count and the latest unread."""
+        if self._nursery is not None and conn.identity is not None:
+            self._nursery.start_soon(self._snapshot, conn)
+
+    async def _snapshot(self, conn: ClientConnection) -> None:
+        try:
+            page = await self.notification_page(
+                conn.user_id, before=None, limit=CONNECT_LATEST, unread_only=True
+            )
+        except Exception as exc:
+            logger.warning("no notification snapshot for %s: %s", conn.user_id, exc)
+            return
+        conn.send(
+            {"type": "notifications", "unread": page["unread"], "latest": page["notifications"]}
+        )
+
+    async def notification_page(
+        self, user_id: str, *, before: int | None, limit: int, unread_only: bool
+    ) -> dict[str, JSON]:
+        records = await self.notifications.list(
+            user_id, before=before, limit=limit, unread_only=unread_only
+        )
+        return {
+            "notifications": [notification_json(r) for r in records],
+            "next": records[-1].pos if len(records) == limit else None,
+            "unread": await self.notifications.unread_count(user_id),
+        }
+
+    async def mark_read(self, user_id: str, notification_id: str) -> dict[str, JSON] | None:
+        record = await self.notifications.mark_read(
+            user_id, notification_id, self.node.wall_clock()
+        )
+        if record is None:
+            return None
+        unread = await self.notifications.unread_count(user_id)
+        self._to_user(
+            user_id, {"type": "notifications:unread", "unread": unread, "read": [record.id]}
+        )
+        return {"notification": notification_json(record), "unread": unread}
+
+    async def mark_all_read(self, user_id: str) -> dict[str, JSON]:
+        marked = await self.notifications.mark_all_read(user_id, self.node.wall_clock())
+        unread = await self.notifications.unread_count(user_id)
+        self._to_user(user_id, {"type": "notifications:unread", "unread": unread, "all": True})
+        return {"marked": marked, "unread": unread}
+
+    # -- webhooks ---------------------------------------------------------------------
+
+    async def _session_event(self, session_id: str, seq: int, name: str, data: JSON) -> None:
+        await self.webhooks.publish(
+            name,
+            f"session:{session_id}",
+            f"session:{session_id}:{seq}",
+            {"sessionId": session_id, "seq": seq, "record": data},
+        )
+
+    def _member_changed(self, session_id: str, user_id: str) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._member_event, session_id, user_id)
+
+    async def _member_event(self, session_id: str, user_id: str) -> None:
+        try:
+            role = await self.node.sessions.get_member_role(session_id, user_id)
+            at = self.node.wall_clock()
+            await self.webhooks.publish(
+                "session:member_changed",
+                f"session:{session_id}",
+                f"member:{session_id}:{user_id}:{at:.6f}",
+                {"sessionId": session_id, "userId": user_id, "role": role},
+            )
+        except Exception as exc:
+            logger.warning("member change webhook for %s lost: %s", session_id, exc)

@@ -1,0 +1,411 @@
+"""The comment service: every change to threads, comments and reactions goes through here.
+
+One change is: validate (nothing is written if anything is wrong), write to the
+store, append one durable event to the session's stream (``node.append_event``:
+every member gets it in order, resumes replay it), queue it for webhooks, then
+hand notifications to the recipients' inboxes. Changes to one session are
+serialised by a lock per session, so the stream's order is the store's order
+(positions within a thread, ``comment:created`` events) on this node.
+
+Callers (WebSocket handlers, the HTTP API) have already checked the caller's role
+for the operation; the service checks ownership (edit own comments; delete own,
+or any as the session's owner).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import orjson
+import trio
+
+from runtime.comments.model import (
+    MAX_DEPTH,
+    MAX_MENTIONS,
+    MAX_PAGE,
+    CommentRecord,
+    Forbidden,
+    Invalid,
+    NotFound,
+    ThreadFilter,
+    ThreadRecord,
+    comment_json,
+    emoji_problem,
+    thread_json,
+)
+from runtime.gateways.comments import CommentStore
+from runtime.security.permissions import Role
+from runtime.security.validation import Limits, check_metadata, check_text, valid_id
+
+JSON = Any
+Append = Callable[[str, str, JSON, str], Awaitable[int]]  # (session, name, data, user) -> seq
+Published = Callable[[str, int, str, JSON], Awaitable[None]]  # (session, seq, name, data)
+Notify = Callable[["Notice"], Awaitable[None]]
+
+MAX_ANCHOR_BYTES = 4096
+
+
+@attrs.frozen
+class Notice:
+    """Notifications to hand out after a change: ``kind`` for each of ``user_ids``."""
+
+    user_ids: tuple[str, ...]
+    kind: str  # mention | reply | thread_resolved
+    session_id: str
+    thread_id: str
+    actor_id: str
+    data: JSON
+
+
+@attrs.frozen
+class Change:
+    """What a request did: its result and the seq of its event (None: nothing changed)."""
+
+    result: dict[str, JSON]
+    seq: int | None
+
+
+class CommentService:
+    def __init__(
+        self,
+        store: CommentStore,
+        *,
+        append: Append,
+        published: Published,
+        notify: Notify,
+        limits: Limits,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self._append = append
+        self._published = published
+        self._notify = notify
+        self._limits = limits
+        self._clock = clock
+        self._locks: dict[str, tuple[trio.Lock, int]] = {}
+
+    # -- reads ------------------------------------------------------------------------
+
+    async def list_threads(
+        self, session_id: str, where: ThreadFilter, after: str | None, limit: int
+    ) -> dict[str, JSON]:
+        try:
+            after_pos = int(after) if after else 0
+        except ValueError:
+            raise Invalid("not a cursor from a previous page", "$.after") from None
+        limit = min(MAX_PAGE, max(1, limit))
+        threads = await self.store.list_threads(session_id, where, after_pos, limit)
+        page: dict[str, JSON] = {"threads": [thread_json(t) for t in threads]}
+        page["next"] = str(threads[-1].pos) if len(threads) == limit else None
+        return page
+
+    async def get_thread(self, session_id: str, thread_id: str) -> dict[str, JSON]:
+        thread = await self._thread(session_id, thread_id)
+        comments = await self.store.list_comments(session_id, thread_id)
+        reactions = await self.store.reactions([c.id for c in comments])
+        return {
+            **thread_json(thread),
+            "comments": [comment_json(c, reactions.get(c.id, {})) for c in comments],
+        }
+
+    # -- changes ----------------------------------------------------------------------
+
+    async def create_thread(
+        self,
+        user_id: str,
+        session_id: str,
+        *,
+        body: str,
+        anchor: JSON = None,
+        metadata: JSON = None,
+        mentions: Sequence[str] = (),
+    ) -> Change:
+        metadata = {} if metadata is None else metadata
+        self._check_body(body)
+        problem = check_metadata(metadata, self._limits, "$.metadata")
+        if problem is not None:
+            raise Invalid(problem.reason, problem.path)
+        if anchor is not None and len(orjson.dumps(anchor)) > MAX_ANCHOR_BYTES:
+            raise Invalid(f"anchor encodes to more than {MAX_ANCHOR_BYTES} bytes", "$.anchor")
+        mentioned = self._check_mentions(mentions)
+        now = self._clock()
+        thread = ThreadRecord(
+            id=_new_id("th"),
+            session_id=session_id,
+            author_id=user_id,
+            anchor=anchor,
+            metadata=metadata,
+            resolved=False,
+            resolved_by=None,
+            resolved_at=None,
+            comment_count=1,
+            created_at=now,
+            updated_at=now,
+        )
+        first = _draft(thread, None, 0, user_id, body, mentioned, now)
+        async with self._session(session_id):
+            thread, first = await self.store.create_thread(thread, first)
+            data = {**thread_json(thread), "comments": [comment_json(first, {})]}
+            seq = await self._emit(session_id, "thread:created", data, user_id)
+        await self._mentions(mentioned, thread, first, user_id)
+        return Change(data, seq)
+
+    async def update_thread(
+        self,
+        user_id: str,
+        role: Role,
+        session_id: str,
+        thread_id: str,
+        *,
+        metadata: JSON = None,
+        anchor: JSON = None,
+        set_anchor: bool = False,
+    ) -> Change:
+        if metadata is not None:
+            problem = check_metadata(metadata, self._limits, "$.metadata")
+            if problem is not None:
+                raise Invalid(problem.reason, problem.path)
+        if anchor is not None and len(orjson.dumps(anchor)) > MAX_ANCHOR_BYTES:
+            raise Invalid(f"anchor encodes to more than {MAX_ANCHOR_BYTES} bytes", "$.anchor")
+        async with self._session(session_id):
+            thread = await self._thread(session_id, thread_id)
+            if thread.author_id != user_id and role is not Role.OWNER:
+                raise Forbidden("only its author or the session's owner may change a thread")
+            updated = await self.store.update_thread(
+                session_id,
+                thread_id,
+                metadata=thread.metadata if metadata is None else metadata,
+                anchor=anchor if set_anchor else thread.anchor,
+                at=self._clock(),
+            )
+            assert updated is not None
+            data = thread_json(updated)
+            seq = await self._emit(session_id, "thread:updated", data, user_id)
+        return Change(data, seq)
+
+    async def create_comment(
+        self,
+        user_id: str,
+        session_id: str,
+        thread_id: str,
+        *,
+        body: str,
+        parent_id: str | None = None,
+        mentions: Sequence[str] = (),
+    ) -> Change:
+        self._check_body(body)
+        mentioned = self._check_mentions(mentions)
+        async with self._session(session_id):
+            thread = await self._thread(session_id, thread_id)
+            depth = 0
+            if parent_id is not None:
+                parent = await self.store.get_comment(session_id, parent_id)
+                if parent is None or parent.thread_id != thread_id:
+                    raise NotFound(f"no comment {parent_id!r} in this thread", "$.parentId")
+                depth = parent.depth + 1
+                if depth > MAX_DEPTH:
+                    raise Invalid(f"replies nest at most {MAX_DEPTH} deep", "$.parentId")
+            participants = await self.store.participants(session_id, thread_id)
+            now = self._clock()
+            draft = _draft(thread, parent_id, depth, user_id, body, mentioned, now)
+            thread, comment = await self.store.add_comment(draft)
+            data = comment_json(comment, {})
+            seq = await self._emit(session_id, "comment:created", data, user_id)
+        await self._mentions(mentioned, thread, comment, user_id)
+        repliers = tuple(sorted(participants - set(mentioned) - {user_id}))
+        if repliers:
+            await self._notify(
+                Notice(repliers, "reply", session_id, thread.id, user_id, _about(thread, comment))
+            )
+        return Change(data, seq)
+
+    async def edit_comment(
+        self,
+        user_id: str,
+        session_id: str,
+        comment_id: str,
+        *,
+        body: str,
+        mentions: Sequence[str] | None = None,
+    ) -> Change:
+        self._check_body(body)
+        new_mentions = None if mentions is None else self._check_mentions(mentions)
+        async with self._session(session_id):
+            comment = await self._comment(session_id, comment_id)
+            if comment.author_id != user_id:
+                raise Forbidden("only its author may edit a comment")
+            keep = comment.mentions if new_mentions is None else new_mentions
+            edited = await self.store.edit_comment(
+                session_id, comment_id, body, keep, self._clock()
+            )
+            if edited is None:
+                raise NotFound(f"no comment {comment_id!r}", "$.commentId")
+            reactions = await self.store.reactions([comment_id])
+            data = comment_json(edited, reactions.get(comment_id, {}))
+            seq = await self._emit(session_id, "comment:edited", data, user_id)
+        added = tuple(m for m in keep if m not in comment.mentions)
+        if added:
+            thread = await self._thread(session_id, edited.thread_id)
+            await self._mentions(added, thread, edited, user_id)
+        return Change(data, seq)
+
+    async def delete_comment(
+        self, user_id: str, role: Role, session_id: str, comment_id: str
+    ) -> Change:
+        async with self._session(session_id):
+            comment = await self._comment(session_id, comment_id)
+            if comment.author_id != user_id and role is not Role.OWNER:
+                raise Forbidden("only its author or the session's owner may delete a comment")
+            deleted = await self.store.delete_comment(
+                session_id, comment_id, user_id, self._clock()
+            )
+            if deleted is None:
+                raise NotFound(f"no comment {comment_id!r}", "$.commentId")
+            data = comment_json(deleted, {})
+            seq = await self._emit(session_id, "comment:deleted", data, user_id)
+        return Change(data, seq)
+
+    async def react(
+        self, user_id: str, session_id: str, comment_id: str, emoji: str, *, add: bool
+    ) -> Change:
+        problem = emoji_problem(emoji)
+        if problem is not None:
+            raise Invalid(problem, "$.emoji")
+        async with self._session(session_id):
+            comment = await self._comment(session_id, comment_id)
+            if add:
+                changed = await self.store.add_reaction(comment_id, emoji, user_id, self._clock())
+            else:
+                changed = await self.store.remove_reaction(comment_id, emoji, user_id)
+            reactions = await self.store.reactions([comment_id])
+            data = comment_json(comment, reactions.get(comment_id, {}))
+            data["reaction"] = {"emoji": emoji, "userId": user_id}
+            seq = None
+            if changed:
+                name = "reaction:added" if add else "reaction:removed"
+                seq = await self._emit(session_id, name, data, user_id)
+        return Change(data, seq)
+
+    async def resolve(
+        self, user_id: str, session_id: str, thread_id: str, *, resolved: bool
+    ) -> Change:
+        async with self._session(session_id):
+            thread = await self._thread(session_id, thread_id)
+            if thread.resolved == resolved:
+                return Change(thread_json(thread), None)  # already so: no event
+            updated = await self.store.set_resolved(
+                session_id, thread_id, resolved, user_id, self._clock()
+            )
+            assert updated is not None
+            data = thread_json(updated)
+            name = "thread:resolved" if resolved else "thread:reopened"
+            seq = await self._emit(session_id, name, data, user_id)
+            participants = await self.store.participants(session_id, thread_id)
+        others = tuple(sorted(participants - {user_id}))
+        if resolved and others:
+            await self._notify(
+                Notice(others, "thread_resolved", session_id, thread_id, user_id, {"thread": data})
+            )
+        return Change(data, seq)
+
+    # -- helpers ----------------------------------------------------------------------
+
+    async def _emit(self, session_id: str, name: str, data: JSON, user_id: str) -> int:
+        seq = await self._append(session_id, name, data, user_id)
+        await self._published(session_id, seq, name, data)
+        return seq
+
+    async def _mentions(
+        self, mentioned: Sequence[str], thread: ThreadRecord, comment: CommentRecord, by: str
+    ) -> None:
+        users = tuple(m for m in mentioned if m != by)
+        if users:
+            await self._notify(
+                Notice(users, "mention", thread.session_id, thread.id, by, _about(thread, comment))
+            )
+
+    async def _thread(self, session_id: str, thread_id: str) -> ThreadRecord:
+        thread = await self.store.get_thread(session_id, thread_id)
+        if thread is None:
+            raise NotFound(f"no thread {thread_id!r} in session {session_id!r}", "$.threadId")
+        return thread
+
+    async def _comment(self, session_id: str, comment_id: str) -> CommentRecord:
+        comment = await self.store.get_comment(session_id, comment_id)
+        if comment is None or comment.deleted_at is not None:
+            raise NotFound(f"no comment {comment_id!r} in session {session_id!r}", "$.commentId")
+        return comment
+
+    def _check_body(self, body: object) -> None:
+        problem = check_text(body, self._limits.max_comment_chars, "$.body")
+        if problem is not None:
+            raise Invalid(problem.reason, problem.path)
+        assert isinstance(body, str)
+        if not body.strip():
+            raise Invalid("must not be empty", "$.body")
+
+    def _check_mentions(self, mentions: Sequence[str]) -> tuple[str, ...]:
+        if len(mentions) > MAX_MENTIONS:
+            raise Invalid(f"at most {MAX_MENTIONS} mentions", "$.mentions")
+        for i, user in enumerate(mentions):
+            if not valid_id(user):
+                raise Invalid("must be a user id", f"$.mentions[{i}]")
+        return tuple(dict.fromkeys(mentions))
+
+    @asynccontextmanager
+    async def _session(self, session_id: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(session_id, (trio.Lock(), 0))
+        self._locks[session_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[session_id]
+            if users == 1:
+                del self._locks[session_id]
+            else:
+                self._locks[session_id] = (lock, users - 1)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def _draft(
+    thread: ThreadRecord,
+    parent_id: str | None,
+    depth: int,
+    user_id: str,
+    body: str,
+    mentions: tuple[str, ...],
+    now: float,
+) -> CommentRecord:
+    return CommentRecord(
+        id=_new_id("cm"),
+        thread_id=thread.id,
+        session_id=thread.session_id,
+        parent_id=parent_id,
+        depth=depth,
+        position=0,  # the store assigns it
+        author_id=user_id,
+        body=body,
+        mentions=mentions,
+        created_at=now,
+        edited_at=None,
+        deleted_at=None,
+        deleted_by=None,
+    )
+
+
+def _about(thread: ThreadRecord, comment: CommentRecord) -> dict[str, JSON]:
+    """What a notification says about a comment: enough to show it and link to it."""
+    return {
+        "commentId": comment.id,
+        "threadId": thread.id,
+        "anchor": thread.anchor,
+        "excerpt": comment.body[:200],
+    }
