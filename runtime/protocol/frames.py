@@ -23,16 +23,14 @@ def text_frame(payload: bytes) -> bytes:
 
 
 class SharedFrame:
-    """A batch payload with its wire encoding computed at most once."""
+    """A batch payload and its wire encoding, built once and written to every member.
 
-    __slots__ = ("_websocket", "payload")
+    ``websocket`` is a plain attribute (not a lazy property): every shared frame
+    goes to at least one socket, and the fan-out loop reads it once per member.
+    """
+
+    __slots__ = ("payload", "websocket")
 
     def __init__(self, payload: bytes) -> None:
         self.payload = payload
-        self._websocket: bytes | None = None
-
-    @property
-    def websocket(self) -> bytes:
-        if self._websocket is None:
-            self._websocket = text_frame(self.payload)
-        return self._websocket
+        self.websocket = text_frame(payload)

@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 RECEIVE_CHUNK = 65536
 
+#: Bound once: counted on every message to every member.
+_MESSAGES_OUT = metrics.MESSAGES_OUT
+
 
 @attrs.frozen
 class ConnectionLimits:
@@ -90,9 +93,11 @@ class ClientConnection:
         return self.identity.name if self.identity else ""
 
     def send_shared(self, frame: SharedFrame) -> None:
-        if self._outbox is not None and not self.closed:
-            metrics.MESSAGES_OUT.inc()
-            self._outbox.write(frame.websocket)
+        # Called once per member for every fan-out frame: no properties, one metric call.
+        outbox = self._outbox
+        if outbox is not None and not self.closed:
+            _MESSAGES_OUT.inc()
+            outbox.write(frame.websocket)
 
     def send(self, message: dict[str, Any]) -> None:
         if self._outbox is not None and not self.closed:

@@ -25,8 +25,30 @@ from runtime.transport.wire import Wire
 #: Largest single send when coalescing queued chunks.
 _COALESCE = 256 * 1024
 
+#: Bound once: ``write`` runs once per member per fan-out frame.
+_BYTES_OUT = metrics.BYTES_OUT
+
 
 class Outbox:
+    # Slots, and the queue and drain event created only when first needed: one
+    # outbox per connection, so its idle size counts against the per-connection
+    # memory target (an empty deque alone is about 600 bytes).
+    __slots__ = (
+        "_drained",
+        "_draining",
+        "_nursery",
+        "_on_broken",
+        "_on_overflow",
+        "_queue",
+        "_try_send",
+        "_wire",
+        "accepting",
+        "broken",
+        "bytes_sent",
+        "limit",
+        "queued_bytes",
+    )
+
     def __init__(
         self,
         wire: Wire,
@@ -37,24 +59,37 @@ class Outbox:
         on_broken: Callable[[], None],
     ) -> None:
         self._wire = wire
+        self._try_send = wire.try_send
         self._nursery = nursery
         self.limit = limit
         self._on_overflow = on_overflow
         self._on_broken = on_broken
-        self._queue: deque[bytes] = deque()
+        self._queue: deque[bytes] | None = None  # created on the first partial send
         self.queued_bytes = 0
         self._draining = False
-        self._drained = trio.Event()
-        self._drained.set()
+        self._drained: trio.Event | None = None  # None: nothing queued, nothing to wait for
         self.accepting = True
         self.broken = False
         self.bytes_sent = 0
 
     def write(self, data: bytes) -> None:
         """Send or queue ``data``; never waits. Dropped once the outbox stopped accepting."""
-        if not self.accepting:
+        if not self.accepting:  # also true once broken
             return
-        self._write(data)
+        if not self._queue:
+            # The common case, kept to one call into the socket: nothing queued, so
+            # the bytes go straight to the kernel.
+            try:
+                sent = self._try_send(data)
+            except trio.BrokenResourceError:
+                self._mark_broken()
+                return
+            self.bytes_sent += sent
+            _BYTES_OUT.inc(sent)
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self._enqueue(data)
         if self.queued_bytes > self.limit and self.accepting:
             self.accepting = False
             self._on_overflow()
@@ -71,15 +106,20 @@ class Outbox:
             return
         if not self._queue:
             try:
-                sent = self._wire.try_send(data)
+                sent = self._try_send(data)
             except trio.BrokenResourceError:
                 self._mark_broken()
                 return
             self.bytes_sent += sent
-            metrics.BYTES_OUT.inc(sent)
+            _BYTES_OUT.inc(sent)
             if sent == len(data):
                 return
             data = data[sent:]
+        self._enqueue(data)
+
+    def _enqueue(self, data: bytes) -> None:
+        if self._queue is None:
+            self._queue = deque()
         self._queue.append(data)
         self.queued_bytes += len(data)
         if not self._draining:
@@ -89,35 +129,43 @@ class Outbox:
 
     async def wait_drained(self) -> None:
         """Wait until everything queued was handed to the kernel (or the wire broke)."""
-        await self._drained.wait()
+        drained = self._drained
+        if drained is None:
+            await trio.lowlevel.checkpoint()
+        else:
+            await drained.wait()
 
     async def _drain(self) -> None:
+        queue = self._queue
+        assert queue is not None
         try:
-            while self._queue and not self.broken:
+            while queue and not self.broken:
                 await self._wire.wait_writable()
-                chunk = self._queue.popleft()
-                while self._queue and len(chunk) < _COALESCE:
-                    chunk += self._queue.popleft()
+                chunk = queue.popleft()
+                while queue and len(chunk) < _COALESCE:
+                    chunk += queue.popleft()
                 try:
-                    sent = self._wire.try_send(chunk)
+                    sent = self._try_send(chunk)
                 except trio.BrokenResourceError:
                     self._mark_broken()
                     return
                 self.bytes_sent += sent
-                metrics.BYTES_OUT.inc(sent)
+                _BYTES_OUT.inc(sent)
                 self.queued_bytes -= sent
                 if sent < len(chunk):
-                    self._queue.appendleft(chunk[sent:])
+                    queue.appendleft(chunk[sent:])
         except (trio.ClosedResourceError, OSError):
             self._mark_broken()
         finally:
             self._draining = False
-            self._drained.set()
+            if self._drained is not None:
+                self._drained.set()
 
     def _mark_broken(self) -> None:
         if not self.broken:
             self.broken = True
             self.accepting = False
-            self._queue.clear()
+            if self._queue is not None:
+                self._queue.clear()
             self.queued_bytes = 0
             self._on_broken()
