@@ -37,14 +37,18 @@ class BatchPolicy:
 
     Everything already queued is handled as one batch (up to ``max_batch``),
     so work that piles up while the actor is busy is flushed together. Only
-    under load — when the previous batch held at least ``widen_at`` messages —
-    does the actor also wait up to ``delay`` seconds for more: wider windows
-    cost latency, so they are used only when they buy throughput.
+    under load does the actor also wait up to ``delay`` seconds for more:
+    wider windows cost latency, so they are used only when they buy throughput.
+    Under load means the previous batch held at least ``widen_at`` messages, or
+    handling it kept the actor busy for at least ``widen_busy`` of the time
+    since it last became idle (handling time / (handling + idle wait)) — a
+    session fanning out to 1,000 members is loaded with one message per batch.
     """
 
     max_batch: int = 512
     delay: float = 0.0
     widen_at: int = 16
+    widen_busy: float = 0.5
 
 
 class BatchHandler(Protocol[T]):
@@ -71,6 +75,9 @@ async def run_batch_loop(
     cancelled is lost with the actor.
     """
     last_size = 0
+    busy = 0.0  # share of the last cycle spent handling (idle wait + handling)
+    clock = trio.current_time
+    idle_since = clock()
     while True:
         first: Any = None
         with trio.move_on_after(passivate_after):
@@ -82,10 +89,17 @@ async def run_batch_loop(
             if handler.is_idle() and mailbox.depth == 0:
                 mailbox.close()
                 return
+            busy = 0.0
+            idle_since = clock()
             continue
+        idle = clock() - idle_since
         batch = [first]
         _drain_into(batch, mailbox, policy.max_batch)
-        if policy.delay > 0 and last_size >= policy.widen_at and len(batch) < policy.max_batch:
+        if (
+            policy.delay > 0
+            and (last_size >= policy.widen_at or busy >= policy.widen_busy)
+            and len(batch) < policy.max_batch
+        ):
             with trio.move_on_after(policy.delay):
                 while len(batch) < policy.max_batch and not isinstance(batch[-1], Fail):
                     try:
@@ -99,7 +113,11 @@ async def run_batch_loop(
                 if i:
                     await handler.handle(batch[:i])
                 raise InjectedFailure(message.reason)
+        started = clock()
         await handler.handle(batch)
+        idle_since = clock()
+        handling = idle_since - started
+        busy = handling / (handling + idle) if handling > 0 else 0.0
 
 
 def _drain_into(batch: list[Any], mailbox: Mailbox[Any], limit: int) -> None:
