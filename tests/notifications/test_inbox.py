@@ -1,0 +1,107 @@
+"""Notification inboxes on an in-memory node (MockClock): offline fan-out, grouping, all tabs."""
+
+from __future__ import annotations
+
+import attrs
+import trio
+import trio.testing
+
+from actors.inbox.state import Incoming, group_key, groups_with, new_notification
+from runtime.testing import open_test_server
+from tests.e2e.conftest import Inbox
+
+SID = "doc-1"
+
+
+async def test_mentions_of_offline_users_arrive_on_connect(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_test_server() as server:
+        service = server.node.collab.comments
+        thread = (
+            await service.create_thread(
+                "alice", SID, body="hi @bob @carol", mentions=["bob", "carol"]
+            )
+        ).result
+        await service.create_comment("dave", SID, thread["id"], body="me too")  # reply to alice
+        await trio.sleep(1)
+        async with server.websocket(token=server.token("bob")) as ws:
+            bob = Inbox(ws)
+            assert (await bob.next())["type"] == "welcome"
+            snapshot = await bob.next_of("notifications")
+            assert snapshot["unread"] == 1
+            [mention] = snapshot["latest"]
+            assert mention["kind"] == "mention" and mention["actorIds"] == ["alice"]
+            assert mention["data"]["threadId"] == thread["id"]
+        async with server.websocket(token=server.token("alice")) as ws:
+            alice = Inbox(ws)
+            snapshot = await alice.next_of("notifications")
+            assert [n["kind"] for n in snapshot["latest"]] == ["reply"]
+
+
+async def test_live_to_every_tab_grouped_and_read(autojump_clock: trio.testing.MockClock) -> None:
+    async with open_test_server(notification_group_window=300.0) as server:
+        service = server.node.collab.comments
+        async with (
+            server.websocket(token=server.token("alice")) as w1,
+            server.websocket(token=server.token("alice")) as w2,
+        ):
+            tab1, tab2 = Inbox(w1), Inbox(w2)
+            assert (await tab1.next_of("notifications"))["unread"] == 0
+            assert (await tab2.next_of("notifications"))["unread"] == 0
+            thread = (await service.create_thread("alice", SID, body="root")).result
+            for user in ("bob", "carol", "bob"):
+                await service.create_comment(user, SID, thread["id"], body="reply")
+            for tab in (tab1, tab2):
+                counts = [
+                    (await tab.next_of("notification"))["notification"]["count"] for _ in range(3)
+                ]
+                assert counts == [1, 2, 3]
+            page = await tab1.request(type="notifications:list")
+            [grouped] = page["result"]["notifications"]
+            assert grouped["count"] == 3 and grouped["actorIds"] == ["carol", "bob"]
+            await service.create_thread("bob", SID, body="@alice", mentions=["alice"])
+            fresh = (await tab1.next_of("notification"))["notification"]
+            assert fresh["kind"] == "mention" and fresh["count"] == 1  # another group
+            read = await tab1.request(type="notification:read", id=grouped["id"])
+            assert read["result"]["unread"] == 1
+            assert (await tab2.next_of("notifications:unread"))["unread"] == 1
+            missing = await tab1.request(type="notification:read", id="nt_missing")
+            assert missing["code"] == "not_found"
+            done = await tab1.request(type="notifications:read_all")
+            assert done["result"] == {"marked": 1, "unread": 0}
+
+
+async def test_custom_kind_over_http_and_revoked_readers(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_test_server(default_access="none") as server:
+        await server.http("POST", "/v1/sessions", {"id": SID})
+        await server.http("PUT", f"/v1/sessions/{SID}/members/alice", {"role": "editor"})
+        await server.http("PUT", f"/v1/sessions/{SID}/members/bob", {"role": "viewer"})
+        status, body = await server.http(
+            "POST", "/v1/users/bob/notifications", {"kind": "export_ready", "data": {"url": "/x"}}
+        )
+        assert status == 201 and body["kind"] == "export_ready"
+        service = server.node.collab.comments
+        await service.create_thread("alice", SID, body="@bob", mentions=["bob"])
+        await server.http("DELETE", f"/v1/sessions/{SID}/members/bob")
+        await service.create_thread("alice", SID, body="@bob again", mentions=["bob"])
+        await trio.sleep(1)
+        status, page = await server.http("GET", "/v1/users/bob/notifications")
+        assert [n["kind"] for n in page["notifications"]] == ["mention", "export_ready"]
+        status, body = await server.http(
+            "POST", "/v1/users/bob/notifications", {"kind": "x", "sessionId": SID}
+        )
+        assert status == 403
+
+
+def test_grouping_window() -> None:
+    incoming = Incoming(user_id="u", kind="reply", session_id="s", thread_id="t", actor_id="a")
+    first = new_notification(incoming, "n1", now=1000.0)
+    assert first.group_key == "reply:s:t"
+    assert groups_with(first, 1000.0 + 300, window=300)
+    assert not groups_with(first, 1000.0 + 300.5, window=300)
+    assert not groups_with(attrs.evolve(first, read_at=1001.0), 1002.0, window=300)
+    assert not groups_with(first, 1000.0, window=0)
+    assert group_key(Incoming(user_id="u", kind="custom")) is None
