@@ -281,6 +281,63 @@ export class TandemClient {
   /** Send any other client message type (e.g. newer protocol additions) and await its reply. */
   request(msg) { return this._request(msg, { kind: msg.type, sessionId: msg.sessionId }); }
 
+  // -- comments and notifications (runtime/comments/ws.py) -------------------------
+  // Each resolves with the `<type>:ok` reply's `result`. Changes also arrive to every
+  // member as durable session events: thread:created, thread:updated, comment:created,
+  // comment:edited, comment:deleted, reaction:added, reaction:removed, thread:resolved,
+  // thread:reopened. Notifications arrive as "notification" ({notification, unread}),
+  // "notifications" ({unread, latest}, on connect) and "notifications:unread" ({unread}).
+
+  async _result(msg) {
+    for (const key of Object.keys(msg)) if (msg[key] === undefined) delete msg[key];
+    return (await this.request(msg)).result;
+  }
+
+  /** Open a thread with its first comment; `anchor` says where (e.g. {x, y}). */
+  createThread(sessionId, { body, anchor, metadata, mentions } = {}) {
+    return this._result({ type: "thread:create", sessionId, body, anchor, metadata, mentions });
+  }
+  updateThread(sessionId, threadId, { anchor, metadata } = {}) {
+    return this._result({ type: "thread:update", sessionId, threadId, anchor, metadata });
+  }
+  /** Reply in a thread (to the thread, or to a comment with `parentId`). */
+  reply(sessionId, threadId, body, { parentId, mentions } = {}) {
+    return this._result({
+      type: "comment:create", sessionId, threadId, body, parentId, mentions,
+    });
+  }
+  editComment(sessionId, commentId, body, { mentions } = {}) {
+    return this._result({ type: "comment:edit", sessionId, commentId, body, mentions });
+  }
+  deleteComment(sessionId, commentId) {
+    return this._result({ type: "comment:delete", sessionId, commentId });
+  }
+  react(sessionId, commentId, emoji) {
+    return this._result({ type: "reaction:add", sessionId, commentId, emoji });
+  }
+  unreact(sessionId, commentId, emoji) {
+    return this._result({ type: "reaction:remove", sessionId, commentId, emoji });
+  }
+  resolveThread(sessionId, threadId) {
+    return this._result({ type: "thread:resolve", sessionId, threadId });
+  }
+  reopenThread(sessionId, threadId) {
+    return this._result({ type: "thread:reopen", sessionId, threadId });
+  }
+  listThreads(sessionId, { resolved, authorId, metadata, anchor, after, limit } = {}) {
+    return this._result({
+      type: "thread:list", sessionId, resolved, authorId, metadata, anchor, after, limit,
+    });
+  }
+  getThread(sessionId, threadId) {
+    return this._result({ type: "thread:get", sessionId, threadId });
+  }
+  listNotifications({ before, limit, unreadOnly } = {}) {
+    return this._result({ type: "notifications:list", before, limit, unreadOnly });
+  }
+  markNotificationRead(id) { return this._result({ type: "notification:read", id }); }
+  markAllNotificationsRead() { return this._result({ type: "notifications:read_all" }); }
+
   // -- requests ------------------------------------------------------------------
 
   _waitOpen() {

@@ -27,6 +27,11 @@ const ui = {
   boardTitle: $("board-title"), boardName: $("board-name"), copyLink: $("copy-link"),
   seqLabel: $("seq-label"), swatches: $("swatches"),
   composer: $("composer"), composerText: $("composer-text"), composerCancel: $("composer-cancel"),
+  composerSubmit: $("composer-submit"), commentMode: $("comment-mode"), hint: $("hint"),
+  pins: $("pins"), threadPanel: $("thread-panel"), threadState: $("thread-state"),
+  threadComments: $("thread-comments"), threadResolve: $("thread-resolve"),
+  threadClose: $("thread-close"), replyForm: $("reply-form"), replyText: $("reply-text"),
+  bell: $("bell"), badge: $("badge"),
 };
 
 const state = {
@@ -38,6 +43,9 @@ const state = {
   cursors: new Map(), // userId -> element
   presence: { cursor: null, status: "active", color: null },
   composerAt: null,
+  commenting: false,
+  threads: new Map(), // thread id -> {thread, comments: Map, pin}
+  openThread: null,
 };
 
 // -- helpers ---------------------------------------------------------------------
@@ -249,6 +257,8 @@ async function publish(name, data) {
 
 function openComposer(at) {
   state.composerAt = at;
+  ui.composerText.placeholder = state.commenting ? "Start a thread… (@name mentions)" : "Write a note…";
+  ui.composerSubmit.textContent = state.commenting ? "Comment" : "Place note";
   ui.board.append(ui.composer);
   ui.composer.hidden = false;
   ui.composer.style.left = `${clamp(at.x, 0, BOARD_W - 250)}px`;
@@ -274,8 +284,176 @@ function onEvent(msg) {
   } else if (msg.name === "note:remove") {
     removeNote(msg.data?.id);
     log(`${who} removed a note`);
+  } else if (THREAD_EVENTS.has(msg.name)) {
+    onThreadEvent(msg.name, msg.data, who);
   }
 }
+
+// -- comments --------------------------------------------------------------------
+
+const THREAD_EVENTS = new Set([
+  "thread:created", "thread:updated", "thread:resolved", "thread:reopened", "comment:created",
+  "comment:edited", "comment:deleted", "reaction:added", "reaction:removed",
+]);
+
+function mentionsIn(text) {
+  const ids = new Set();
+  for (const [, word] of text.matchAll(/@([^\s@]+)/g)) {
+    for (const p of state.participants.values()) {
+      const first = p.name.split(/\s+/)[0];
+      if (p.userId !== state.client.userId && first.toLowerCase() === word.toLowerCase()) {
+        ids.add(p.userId);
+      }
+    }
+  }
+  return [...ids];
+}
+
+async function commentCall(promise) {
+  try {
+    return await promise;
+  } catch (err) {
+    banner(`Comment not saved (${err.code || err.message}). Please try again.`);
+    return null;
+  }
+}
+
+async function startThread(at, text) {
+  const thread = await commentCall(state.client.createThread(state.sessionId, {
+    body: text, anchor: { x: at.x, y: at.y }, mentions: mentionsIn(text),
+  }));
+  if (thread) showThread(thread.id);
+}
+
+function onThreadEvent(name, data, who) {
+  if (!data || typeof data !== "object") return;
+  if (name.startsWith("thread:")) {
+    let entry = state.threads.get(data.id);
+    if (!entry) {
+      entry = { thread: data, comments: new Map(), pin: null };
+      state.threads.set(data.id, entry);
+    }
+    entry.thread = { ...entry.thread, ...data };
+    for (const c of data.comments ?? []) entry.comments.set(c.id, c);
+    if (name === "thread:created") log(`${who} started a thread`);
+    if (name === "thread:resolved") log(`${who} resolved a thread`);
+    renderPin(entry);
+    if (state.openThread === data.id) renderThread();
+    return;
+  }
+  const entry = state.threads.get(data.threadId);
+  if (!entry) return;
+  entry.comments.set(data.id, data);
+  if (name === "comment:created") log(`${who} replied in a thread`);
+  renderPin(entry);
+  if (state.openThread === data.threadId) renderThread();
+}
+
+function renderPin(entry) {
+  const { thread } = entry;
+  if (!entry.pin) {
+    entry.pin = el("button", "pin");
+    entry.pin.type = "button";
+    entry.pin.dataset.thread = thread.id;
+    entry.pin.addEventListener("click", (e) => { e.stopPropagation(); showThread(thread.id); });
+    entry.pin.addEventListener("dblclick", (e) => e.stopPropagation());
+    ui.pins.append(entry.pin);
+  }
+  const live = [...entry.comments.values()].filter((c) => !c.deleted).length;
+  entry.pin.textContent = thread.resolved ? "✓" : String(live);
+  entry.pin.title = `${live} comment${live === 1 ? "" : "s"}${thread.resolved ? " (resolved)" : ""}`;
+  entry.pin.classList.toggle("pin--resolved", Boolean(thread.resolved));
+  entry.pin.classList.toggle("pin--open", state.openThread === thread.id);
+  const x = Number(thread.anchor?.x) || 0;
+  const y = Number(thread.anchor?.y) || 0;
+  entry.pin.style.left = `${clamp(x, 0, BOARD_W - 30)}px`;
+  entry.pin.style.top = `${clamp(y, 30, BOARD_H)}px`;
+}
+
+function showThread(threadId) {
+  const previous = state.threads.get(state.openThread);
+  state.openThread = threadId;
+  if (previous) renderPin(previous);
+  const entry = state.threads.get(threadId);
+  if (entry) renderPin(entry);
+  ui.threadPanel.hidden = false;
+  renderThread();
+}
+
+function renderThread() {
+  const entry = state.threads.get(state.openThread);
+  if (!entry) return;
+  ui.threadPanel.dataset.thread = entry.thread.id;
+  ui.threadState.textContent = entry.thread.resolved ? "resolved" : "open";
+  ui.threadResolve.textContent = entry.thread.resolved ? "Reopen" : "Resolve";
+  const comments = [...entry.comments.values()].sort((a, b) => a.position - b.position);
+  ui.threadComments.replaceChildren(...comments.map((c) => {
+    const li = el("li", "comment");
+    li.dataset.comment = c.id;
+    const body = el("div", "body");
+    body.append(el("div", "author", nameOf(c.authorId) === "You" ? "You" : nameOf(c.authorId)));
+    body.append(el("div", "text" + (c.deleted ? " deleted" : ""), c.deleted ? "(deleted)" : c.body));
+    if (!c.deleted) {
+      const thumbs = c.reactions?.["👍"];
+      const mine = Boolean(thumbs?.users?.includes(state.client.userId));
+      const react = el("button", "react" + (mine ? " react--mine" : ""), `👍 ${thumbs?.count ?? 0}`);
+      react.type = "button";
+      react.addEventListener("click", () => commentCall(mine
+        ? state.client.unreact(state.sessionId, c.id, "👍")
+        : state.client.react(state.sessionId, c.id, "👍")));
+      body.append(react);
+    }
+    li.append(avatar(c.authorId, state.participants.get(c.authorId)?.name ?? nameOf(c.authorId)), body);
+    return li;
+  }));
+}
+
+ui.replyForm.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const text = ui.replyText.value.trim();
+  if (!text || !state.openThread) return;
+  ui.replyText.value = "";
+  await commentCall(state.client.reply(state.sessionId, state.openThread, text, {
+    mentions: mentionsIn(text),
+  }));
+});
+ui.threadResolve.addEventListener("click", () => {
+  const entry = state.threads.get(state.openThread);
+  if (!entry) return;
+  commentCall(entry.thread.resolved
+    ? state.client.reopenThread(state.sessionId, entry.thread.id)
+    : state.client.resolveThread(state.sessionId, entry.thread.id));
+});
+ui.threadClose.addEventListener("click", () => {
+  const entry = state.threads.get(state.openThread);
+  state.openThread = null;
+  if (entry) renderPin(entry);
+  ui.threadPanel.hidden = true;
+});
+
+// -- notifications ---------------------------------------------------------------
+
+function setUnread(n) {
+  const unread = Number(n) || 0;
+  ui.bell.hidden = false;
+  ui.badge.hidden = unread === 0;
+  ui.badge.textContent = unread > 99 ? "99+" : String(unread);
+  ui.bell.title = unread ? `${unread} unread notification${unread === 1 ? "" : "s"}` : "No unread notifications";
+}
+
+function onNotification(msg) {
+  setUnread(msg.unread);
+  const n = msg.notification;
+  if (!n) return;
+  const who = nameOf(n.actorIds?.[n.actorIds.length - 1] ?? "");
+  log(n.kind === "mention" ? `${who} mentioned you` : `Notification: ${n.kind ?? "update"}`);
+  if (n.threadId && state.threads.has(n.threadId) && !state.openThread) showThread(n.threadId);
+}
+
+ui.bell.addEventListener("click", async () => {
+  const result = await commentCall(state.client.markAllNotificationsRead());
+  if (result) setUnread(result.unread);
+});
 
 function onJoined(msg) {
   if (msg.sessionId !== state.sessionId) return;
@@ -318,6 +496,9 @@ function wireClient(client) {
     for (const p of msg.changes) setParticipant(p);
     renderPeople();
   });
+  client.on("notification", onNotification);
+  client.on("notifications", (msg) => setUnread(msg.unread));
+  client.on("notifications:unread", (msg) => setUnread(msg.unread));
   client.on("session:left", (msg) => {
     if (msg.reason) banner(`You were removed from this board (${msg.reason}).`);
   });
@@ -415,8 +596,21 @@ ui.board.addEventListener("pointerleave", () => {
   sendPresence();
 });
 ui.board.addEventListener("dblclick", (e) => {
-  if (e.target.closest(".note, .composer")) return;
+  if (state.commenting || e.target.closest(".note, .composer, .pin")) return;
   openComposer(boardPoint(e));
+});
+ui.board.addEventListener("click", (e) => {
+  if (!state.commenting || e.target.closest(".note, .composer, .pin")) return;
+  openComposer(boardPoint(e));
+});
+ui.commentMode.addEventListener("click", () => {
+  state.commenting = !state.commenting;
+  ui.commentMode.setAttribute("aria-pressed", String(state.commenting));
+  ui.board.classList.toggle("board--comment", state.commenting);
+  ui.hint.textContent = state.commenting
+    ? "Click a spot to start a comment thread"
+    : "Double-click the board to add a sticky note";
+  closeComposer();
 });
 ui.composer.addEventListener("submit", (e) => {
   e.preventDefault();
@@ -424,6 +618,10 @@ ui.composer.addEventListener("submit", (e) => {
   const at = state.composerAt;
   closeComposer();
   if (!text || !at) return;
+  if (state.commenting) {
+    startThread(at, text);
+    return;
+  }
   publish("note:add", { id: newId(), x: at.x, y: at.y, text, color: state.color });
 });
 ui.composerText.addEventListener("keydown", (e) => {

@@ -8,6 +8,7 @@ uncaught page error fails the test. Screenshots go to ``tests/browser/artifacts`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -192,3 +193,54 @@ def test_reload_rejoins_and_replays_the_board(
     expect(note(cam, "Survives a reload")).to_have_count(1, timeout=TIMEOUT_MS)
     assert cam.evaluate("window.tandemDemo.client.userId") == cam_id
     assert_no_console_errors(cam)
+
+
+def test_comment_thread_reply_reaction_mention_and_resolve(
+    server: ServerThread, tabs: Callable[[str], Tab]
+) -> None:
+    ann, bob = tabs("ann-c"), tabs("bob-c")
+    join(ann, server.base_url, "Ann", board="comments-1")
+    bob_id = join(bob, server.base_url, "Bob", board="comments-1")
+    expect(ann.page.locator("#people .person")).to_have_count(2, timeout=TIMEOUT_MS)
+
+    # Ann starts a thread on a spot, mentioning Bob: he sees the pin and an unread badge.
+    ann.page.click("#comment-mode")
+    bx, by = board_origin(ann)
+    ann.page.mouse.click(bx + 520, by + 260)
+    ann.page.fill("#composer-text", "@Bob can you check this spot?")
+    ann.page.keyboard.press("Enter")
+    pin = bob.page.locator("#pins .pin")
+    expect(pin).to_have_count(1, timeout=TIMEOUT_MS)
+    expect(bob.page.locator("#badge")).to_have_text("1", timeout=TIMEOUT_MS)
+    expect(bob.page.locator("#badge")).to_be_visible()
+    expect(bob.page.locator("#activity")).to_contain_text("Ann mentioned you")
+
+    # Bob opens it, replies and reacts; Ann sees both in her open thread.
+    pin.click()
+    expect(bob.page.locator("#thread-comments .comment")).to_have_count(1)
+    expect(bob.page.locator("#thread-comments")).to_contain_text("can you check this spot?")
+    bob.page.fill("#reply-text", "Looks right to me")
+    bob.page.press("#reply-text", "Enter")
+    thread = ann.page.locator("#thread-comments")
+    expect(thread.locator(".comment")).to_have_count(2, timeout=TIMEOUT_MS)
+    expect(thread).to_contain_text("Looks right to me")
+    bob.page.locator("#thread-comments .comment").first.locator(".react").click()
+    expect(thread.locator(".comment").first.locator(".react")).to_have_text(
+        "👍 1", timeout=TIMEOUT_MS
+    )
+    expect(ann.page.locator("#pins .pin")).to_have_text("2")
+    bob.screenshot("thread")
+
+    # The bell marks everything read; Ann resolves the thread and both pins show it.
+    bob.page.click("#bell")
+    expect(bob.page.locator("#badge")).to_be_hidden(timeout=TIMEOUT_MS)
+    ann.page.click("#thread-resolve")
+    for tab in (ann, bob):
+        expect(tab.page.locator("#pins .pin")).to_have_class(
+            re.compile(r"\bpin--resolved\b"), timeout=TIMEOUT_MS
+        )
+        expect(tab.page.locator("#pins .pin")).to_have_text("✓")
+    expect(ann.page.locator("#thread-state")).to_have_text("resolved")
+    assert bob_id.startswith("user-")
+    ann.screenshot("thread")
+    assert_no_console_errors(ann, bob)

@@ -105,9 +105,7 @@ async def test_dev_token_refuses_bad_input() -> None:
             status, _, answer = await request(server, "POST", "/dev/token", body)
             assert status == 400, body
             assert orjson.loads(answer)["error"]["code"] in ("invalid_json", "invalid_message")
-        status, _, _ = await request(
-            server, "POST", "/dev/token", orjson.dumps({"name": "x" * 65})
-        )
+        status, _, _ = await request(server, "POST", "/dev/token", orjson.dumps({"name": "x" * 65}))
         assert status == 400
         status, _, _ = await request(server, "GET", "/dev/token")
         assert status == 405
