@@ -21,6 +21,10 @@ class SessionAccess:
         self._sessions = sessions
         self.default_access = default_access
 
+    async def is_deleted(self, session_id: str) -> bool:
+        """True for an archived session: it can't be joined again (a new id can)."""
+        return await self._sessions.is_deleted(session_id)
+
     async def role(self, identity: Identity, session_id: str) -> Role:
         """The identity's effective role (token grant, else membership, else the default)."""
         if session_id in identity.grants:

@@ -215,9 +215,9 @@ class Dispatcher:
             )
             return
         conn.identity = identity
+        conn.send(wire.authenticated(identity.user_id, identity.name, message.ref))
         for session_id in list(conn.joined):  # grants may have changed with the token
             await self.revalidate(conn, session_id)
-        conn.send(wire.authenticated(identity.user_id, identity.name, message.ref))
 
     # -- sessions -----------------------------------------------------------------
 
@@ -229,6 +229,16 @@ class Dispatcher:
                 wire.error(
                     ErrorCode.TOO_MANY_SESSIONS,
                     f"at most {conn.limits.max_sessions} sessions per connection",
+                    message.ref,
+                    session_id=session_id,
+                )
+            )
+            return
+        if await self._access.is_deleted(session_id):
+            conn.send(
+                wire.error(
+                    ErrorCode.NOT_FOUND,
+                    "this session was deleted",
                     message.ref,
                     session_id=session_id,
                 )

@@ -316,12 +316,13 @@ class TandemNode:
             for conn in list(self.connections.values()):
                 idle = now - conn.last_seen
                 expires_at = conn.identity.expires_at if conn.identity else None
-                if idle >= timeout * 2 / 3:
-                    conn.abort(CloseCode.HEARTBEAT_TIMEOUT, "no sign of life")
-                elif conn.identity is None and now - conn.opened_at >= self.settings.auth_timeout:
+                if conn.identity is None and now - conn.opened_at >= self.settings.auth_timeout:
                     conn.send(wire_messages.error("auth_required", "no `auth` in time"))
                     conn.close(CloseCode.AUTH_TIMEOUT, "no auth in time")
-                elif expires_at is not None and wall >= expires_at:
+                elif idle >= timeout * 2 / 3:
+                    conn.abort(CloseCode.HEARTBEAT_TIMEOUT, "no sign of life")
+                elif expires_at is not None and wall >= expires_at + self.verifier.leeway_s:
+                    # the same leeway a token gets when presented, so none is accepted then cut
                     conn.send(
                         wire_messages.error(
                             "token_expired", "refresh with auth:refresh before expiry"

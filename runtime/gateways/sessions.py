@@ -98,11 +98,13 @@ class CachedSessionRepository:
         self.inner = inner
         self.sessions: TTLCache[SessionRecord | None] = TTLCache(session_ttl)
         self.roles: TTLCache[str | None] = TTLCache(member_ttl)
+        self.deleted: TTLCache[bool] = TTLCache(session_ttl)
         # Called after a membership change, so live connections re-check at once.
         self.on_member_change: list[Callable[[str, str], None]] = []
 
     async def create(self, session_id: str, metadata: JSON = None) -> SessionRecord:
         self.sessions.drop(session_id)
+        self.deleted.drop(session_id)
         record = await self.inner.create(session_id, metadata)
         self.sessions.put(session_id, record)
         return record
@@ -116,6 +118,16 @@ class CachedSessionRepository:
         record = await self.inner.get(session_id)
         self.sessions.put(session_id, record)
         return record
+
+    async def is_deleted(self, session_id: str) -> bool:
+        """Whether the session exists and was archived (cached like session records)."""
+        cached = self.deleted.get(session_id)
+        if cached is not _MISSING:
+            return bool(cached)
+        record = await self.inner.get(session_id, include_deleted=True)
+        deleted = record is not None and record.deleted_at is not None
+        self.deleted.put(session_id, deleted)
+        return deleted
 
     async def list_sessions(
         self, *, after: str | None = None, limit: int = 50, include_deleted: bool = False
@@ -137,6 +149,7 @@ class CachedSessionRepository:
             return await self.inner.soft_delete(session_id)
         finally:
             self.sessions.drop(session_id)
+            self.deleted.drop(session_id)
             self.roles.drop_where(lambda key: key[0] == session_id)
 
     async def add_member(self, session_id: str, user_id: str, role: str) -> MemberRecord:

@@ -66,7 +66,9 @@ async def test_http_and_websocket_share_one_port() -> None:
 async def test_internal_port_moves_status_off_the_public_port() -> None:
     async def get(port: int, path: str) -> bytes:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
-        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        await stream.send_all(
+            f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+        )
         response = b""
         while chunk := await stream.receive_some(65536):
             response += chunk
