@@ -73,10 +73,25 @@ class InboxActor:
         return True  # nothing is kept between messages
 
     async def handle(self, batch: list[InboxMessage]) -> None:
+        # Occurrences of one group queued together are stored in one step (count += n):
+        # a busy thread costs its readers' inboxes one write per batch, not per comment.
+        runs: list[tuple[Deliver, int]] = []
         for message in batch:
             assert isinstance(message, Deliver)
+            last = runs[-1][0] if runs else None
+            if (
+                last is not None
+                and last.reply is None
+                and message.reply is None
+                and group_key(message.incoming) is not None
+                and group_key(message.incoming) == group_key(last.incoming)
+            ):
+                runs[-1] = (message, runs[-1][1] + 1)
+            else:
+                runs.append((message, 1))
+        for message, times in runs:
             try:
-                record = await self._deliver(message.incoming)
+                record = await self._deliver(message.incoming, times)
             except Exception as exc:
                 if message.reply is None:
                     raise
@@ -85,7 +100,7 @@ class InboxActor:
             if message.reply is not None:
                 message.reply.send_nowait(record)
 
-    async def _deliver(self, incoming: Incoming) -> NotificationRecord | None:
+    async def _deliver(self, incoming: Incoming, times: int = 1) -> NotificationRecord | None:
         if incoming.session_id is not None and not await self._may_read(
             incoming.user_id, incoming.session_id
         ):
@@ -98,11 +113,12 @@ class InboxActor:
                 incoming.user_id, key, now - self._config.group_window
             )
         if existing is not None and groups_with(existing, now, self._config.group_window):
-            record = await self._store.bump(existing.id, incoming.actor_id, incoming.data, now)
-        else:
-            record = await self._store.insert(
-                new_notification(incoming, f"nt_{secrets.token_hex(8)}", now)
+            record = await self._store.bump(
+                existing.id, incoming.actor_id, incoming.data, now, times=times
             )
+        else:
+            fresh = new_notification(incoming, f"nt_{secrets.token_hex(8)}", now)
+            record = await self._store.insert(attrs.evolve(fresh, count=times))
         unread = await self._store.unread_count(incoming.user_id)
         await self._pushed(record, unread)
         return record

@@ -74,9 +74,9 @@ class NotificationStore(Protocol):
         """The newest unread notification of the group touched at or after ``since``."""
 
     async def bump(
-        self, notification_id: str, actor_id: str | None, data: JSON, at: float
+        self, notification_id: str, actor_id: str | None, data: JSON, at: float, *, times: int = 1
     ) -> NotificationRecord:
-        """One more occurrence: count + 1, actor appended, data replaced, new ``pos``."""
+        """``times`` more occurrences: count + times, actor appended, data replaced, new ``pos``."""
 
     async def list(
         self, user_id: str, *, before: int | None, limit: int, unread_only: bool
@@ -117,12 +117,12 @@ class MemoryNotificationStore:
         return max(found, key=lambda n: n.pos, default=None)
 
     async def bump(
-        self, notification_id: str, actor_id: str | None, data: JSON, at: float
+        self, notification_id: str, actor_id: str | None, data: JSON, at: float, *, times: int = 1
     ) -> NotificationRecord:
         n = self._items[notification_id]
         n = attrs.evolve(
             n,
-            count=n.count + 1,
+            count=n.count + times,
             actor_ids=merged_actors(n.actor_ids, actor_id),
             data=normalize(data),
             updated_at=at,
@@ -235,7 +235,7 @@ class PostgresNotificationStore:
         return None if row is None else _record(row)
 
     async def bump(
-        self, notification_id: str, actor_id: str | None, data: JSON, at: float
+        self, notification_id: str, actor_id: str | None, data: JSON, at: float, *, times: int = 1
     ) -> NotificationRecord:
         encoded = encode_json(data)
 
@@ -248,10 +248,10 @@ class PostgresNotificationStore:
                 raise KeyError(notification_id)
             actors = list(merged_actors(row[0] or (), actor_id))
             updated = conn.execute(
-                "UPDATE notifications SET count = count + 1, actor_ids = %s, data = %s::jsonb,"
+                "UPDATE notifications SET count = count + %s, actor_ids = %s, data = %s::jsonb,"
                 " updated_at = %s, pos = nextval(pg_get_serial_sequence('notifications', 'pos'))"
                 " WHERE id = %s RETURNING " + _COLUMNS,
-                (actors, encoded, at, notification_id),
+                (times, actors, encoded, at, notification_id),
             ).fetchone()
             assert updated is not None
             return _record(updated)
