@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import attrs
+import orjson
 import trio
 
 from runtime.comments.feature import CollabStores, postgres_collab_stores
@@ -55,6 +56,25 @@ def dev_secret(data_dir: str) -> str:
 
 def jwt_secret(settings: Settings) -> str:
     return settings.jwt_secret or dev_secret(settings.data_dir)
+
+
+def token_verifier(settings: Settings) -> TokenVerifier:
+    """HS256 with the shared secret, plus RS256/EdDSA keys from PEM files or a JWKS file.
+
+    With public keys configured and no ``TANDEM_JWT_SECRET``, only the public keys
+    are trusted (the dev secret is not made up behind the operator's back).
+    """
+    pems = [Path(p).read_text() for p in settings.jwt_public_keys.split(",") if p.strip()]
+    jwks = orjson.loads(Path(settings.jwks_file).read_bytes()) if settings.jwks_file else None
+    secret = settings.jwt_secret or (None if (pems or jwks) else dev_secret(settings.data_dir))
+    return TokenVerifier(
+        hs256_secret=secret,
+        public_keys_pem=pems,
+        jwks=jwks,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_s=settings.jwt_leeway,
+    )
 
 
 @attrs.frozen
@@ -116,7 +136,7 @@ async def open_node(
     async with AsyncExitStack() as stack:
         if stores is None:
             stores = await stack.enter_async_context(open_stores(settings))
-        verifier = TokenVerifier(hs256_secret=jwt_secret(settings))
+        verifier = token_verifier(settings)
         node = TandemNode(
             settings,
             store=stores.events,

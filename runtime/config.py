@@ -33,6 +33,11 @@ class Settings:
     jwt_secret: str | None = _setting(
         None, "HS256 secret for client tokens (>= 32 bytes)", secret=True
     )
+    jwt_public_keys: str = _setting("", "PEM files of RS256/EdDSA public keys, comma-separated")
+    jwks_file: str | None = _setting(None, "a JWKS file of RS256/EdDSA public keys (chosen by kid)")
+    jwt_issuer: str | None = _setting(None, "required `iss` claim")
+    jwt_audience: str | None = _setting(None, "required `aud` claim")
+    jwt_leeway: float = _setting(30.0, "clock skew allowed on exp/nbf/iat (seconds)")
     database_url: str | None = _setting(None, "PostgreSQL URL; unset: embedded store in DATA_DIR")
     redis_url: str | None = _setting(None, "Redis URL for cluster mode")
     data_dir: str = _setting(str(Path.home() / ".tandem"), "where embedded state lives")
@@ -187,8 +192,12 @@ def validate(settings: Settings) -> None:
     if settings.profile not in ("dev", "production"):
         raise ConfigError("profile must be dev or production")
     if settings.is_production:
-        if not settings.jwt_secret:
-            raise ConfigError("the production profile needs TANDEM_JWT_SECRET")
+        has_keys = bool(settings.jwt_public_keys.strip() or settings.jwks_file)
+        if not settings.jwt_secret and not has_keys:
+            raise ConfigError(
+                "the production profile needs TANDEM_JWT_SECRET or public keys (JWKS / PEM)"
+            )
+    if settings.is_production and settings.jwt_secret:
         if len(settings.jwt_secret.encode()) < 32:
             raise ConfigError("TANDEM_JWT_SECRET must be at least 32 bytes")
         if len(set(settings.jwt_secret)) < 8 or settings.jwt_secret.lower().startswith(
