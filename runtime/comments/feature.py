@@ -188,7 +188,7 @@ class Collaboration:
                 conn.send(message)
 
     def connected(self, conn: ClientConnection) -> None:
-        """A socket got its identity: send the unread count and the latest unread."""
+        """A socket got its identity: send the unread count and the latest unread (if any)."""
         if self._nursery is not None and conn.identity is not None:
             self._nursery.start_soon(self._snapshot, conn)
 
@@ -200,6 +200,8 @@ class Collaboration:
         except Exception as exc:
             logger.warning("no notification snapshot for %s: %s", conn.user_id, exc)
             return
+        if page["unread"] == 0:
+            return  # nothing to tell: a client without notifications sees no new message
         conn.send(
             {"type": "notifications", "unread": page["unread"], "latest": page["notifications"]}
         )
