@@ -5,15 +5,20 @@
 ...     seq = await client.publish("doc-1", "edit", {"op": "..."})
 ...     async for message in client.messages():
 ...         ...
+
+Comments and notifications: ``client.create_thread``, ``client.create_comment``,
+``client.list_notifications``, ... (see :mod:`client.comments`).
 """
 
 from client.backoff import Backoff
+from client.comments import CommentsMixin
 from client.connection import JoinedSession, TandemClient, open_tandem_client
 from client.errors import ConnectionEnded, Disconnected, TandemError
 from client.transport import Message, open_websocket
 
 __all__ = [
     "Backoff",
+    "CommentsMixin",
     "ConnectionEnded",
     "Disconnected",
     "JoinedSession",

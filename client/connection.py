@@ -38,6 +38,7 @@ import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from client.backoff import Backoff
+from client.comments import CommentsMixin
 from client.errors import ConnectionEnded, Disconnected, TandemError
 from client.transport import (
     Message,
@@ -117,7 +118,7 @@ class _Pending:
         return self._result
 
 
-class TandemClient:
+class TandemClient(CommentsMixin):
     """A connection to a Tandem server that survives drops; see :func:`open_tandem_client`.
 
     Every request method waits for the connection when the client is
@@ -296,6 +297,9 @@ class TandemClient:
     async def _request(self, msg: Message, pending: _Pending) -> Message:
         ws = await self._wait_connected()
         return await self._request_on(ws, msg, pending)
+
+    async def _call(self, msg: Message) -> Message:
+        return await self._request(msg, _Pending(str(msg["type"]), msg.get("sessionId")))
 
     async def _request_on(
         self, ws: WebSocketConnection, msg: Message, pending: _Pending
@@ -545,6 +549,8 @@ class TandemClient:
             elif kind == "session:reset":
                 state.last_seq = int(msg["seq"])
             await self._deliver(msg)
+        elif pending is not None:  # the reply to a request, e.g. ``thread:create:ok``
+            pending.resolve(msg)
         else:
             await self._deliver(msg)
 
