@@ -6,16 +6,14 @@ The actor tree::
     ├── sessions (Supervisor)   one SessionActor per live session   session:<id>
     └── presence (Supervisor)   one PresenceActor per live session  presence:<id>
 
-Connections are not actors: each is a reader task in the node's connection
-nursery, reaching actors through the dispatcher.
+Connections are not actors: each is a reader task owned by the socket
+gateway (``runtime/gateway.py``), reaching actors through the dispatcher.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import secrets
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,7 +32,6 @@ from actors.messages import (
 )
 from actors.presence.actor import PresenceActor, PresenceConfig
 from actors.session.actor import SessionActor, SessionConfig
-from runtime import metrics
 from runtime.access import RateGate, SessionAccess
 from runtime.actor import BatchPolicy, Fail
 from runtime.api.audit import AuditApi
@@ -44,23 +41,20 @@ from runtime.audit_sink import AuditSink
 from runtime.comments.feature import Collaboration, CollabStores
 from runtime.config import Settings, parse_rate_limits, public_view
 from runtime.dispatcher import Dispatcher
+from runtime.gateway import SocketGateway
 from runtime.gateways.database import DatabaseGateway
 from runtime.gateways.sessions import CachedSessionRepository
 from runtime.gateways.store import EventStore
-from runtime.http import HttpRequest, HttpResponse, HttpRouter, error_response, json_response
+from runtime.http import HttpRequest, HttpResponse, HttpRouter, json_response
 from runtime.mailbox import CoalescingMailbox, Mailbox, MailboxClosed
-from runtime.observability.logs import bind_connection
 from runtime.observability.observer import Observer
-from runtime.protocol import messages as wire_messages
 from runtime.protocol.errors import CloseCode
 from runtime.registry import ActorKind, ActorRegistry, SpawnFailed
-from runtime.security.ratelimit import Kind
-from runtime.security.tokens import AuthError, Identity, TokenVerifier, guest_identity
+from runtime.security.tokens import TokenVerifier
 from runtime.security.validation import Limits
 from runtime.supervisor import RestartPolicy, Supervisor
-from runtime.transport.connection import ClientConnection, ConnectionLimits
-from runtime.transport.http11 import Upgrade, reject_upgrade, serve_http
-from runtime.transport.wire import SocketWire, Wire
+from runtime.transport.connection import ClientConnection
+from runtime.transport.wire import Wire
 from runtime.web.routes import WebRoutes
 
 logger = logging.getLogger(__name__)
@@ -92,24 +86,15 @@ class TandemNode:
         self.presence_supervisor = Supervisor(
             "presence", RestartPolicy(max_restarts=5, period=10.0)
         )
-        self.connections: dict[str, ClientConnection] = {}
-        self.connections_opened = 0
         self.http = HttpRouter()
         self.public_port: int | None = None
         self.internal_port: int | None = None
         self.accepting = False
         self.started_at = 0.0
-        self._ids = itertools.count(1)
-        self._node_id = secrets.token_hex(4)
+        self.node_id = secrets.token_hex(4)
         self._nursery: trio.Nursery | None = None
         self._shutdown = trio.Event()
-        self._connections_emptied = trio.Event()
         self.limits = Limits(max_frame_bytes=settings.max_message_bytes)
-        self._conn_limits = ConnectionLimits(
-            max_message_bytes=settings.max_message_bytes,
-            outbound_bytes=settings.outbound_limit,
-            max_sessions=settings.max_sessions_per_connection,
-        )
         self.access = SessionAccess(sessions, settings.effective_default_access)
         self.rates = RateGate(parse_rate_limits(settings.rate_limits))
         self.dispatcher = Dispatcher(
@@ -121,9 +106,7 @@ class TandemNode:
             wall_clock=wall_clock,
         )
         self.audit_log: AuditSink | None = None
-        self._allowed_origins = {
-            o.strip() for o in settings.allowed_origins.split(",") if o.strip()
-        }
+        self.gateway = SocketGateway(self)
         sessions.on_member_change.append(self._member_changed)
         session_config = SessionConfig(
             memory_retention=settings.memory_retention,
@@ -263,17 +246,17 @@ class TandemNode:
                 supervisor=self.presence_supervisor,
             )
             await self.collab.start(self.root, nursery)  # inboxes supervisor, webhook delivery
-            nursery.start_soon(self._heartbeat)
+            nursery.start_soon(self.gateway.run_heartbeat)
             nursery.start_soon(self._release_held_presence)
             nursery.start_soon(self.observer.run)
             async with trio.open_nursery() as listeners:
                 if self.settings.port >= 0:
                     self.public_port = await listeners.start(
-                        self._serve_tcp, self.settings.host, self.settings.port, self.http
+                        self.gateway.serve_tcp, self.settings.host, self.settings.port, self.http
                     )
                 if self.settings.internal_port is not None:
                     self.internal_port = await listeners.start(
-                        self._serve_tcp,
+                        self.gateway.serve_tcp,
                         self.settings.host,
                         self.settings.internal_port,
                         self.internal_http,
@@ -291,46 +274,18 @@ class TandemNode:
 
     async def _drain(self) -> None:
         with trio.move_on_after(self.settings.shutdown_timeout / 2):
-            for conn in list(self.connections.values()):
-                conn.close(CloseCode.GOING_AWAY, "server shutting down")
-            while self.connections:
-                self._connections_emptied = trio.Event()
-                await self._connections_emptied.wait()
+            await self.gateway.close_all(CloseCode.GOING_AWAY, "server shutting down")
         self.registry.close_all()
         with trio.move_on_after(self.settings.shutdown_timeout / 2):
             await self.registry.wait_empty()
 
-    async def _heartbeat(self) -> None:
-        """Ping quiet clients; drop those silent for two ping intervals.
+    @property
+    def connections(self) -> dict[str, ClientConnection]:
+        return self.gateway.connections
 
-        One task for all connections, not one per connection. A client that
-        vanished without a close frame is dropped at most 5/6 of
-        ``presence_timeout`` after its last sign of life, and its presence
-        leaves with it.
-        """
-        timeout = self.settings.presence_timeout
-        while True:
-            await trio.sleep(timeout / 6)
-            now = trio.current_time()
-            wall = self.wall_clock()
-            for conn in list(self.connections.values()):
-                idle = now - conn.last_seen
-                expires_at = conn.identity.expires_at if conn.identity else None
-                if conn.identity is None and now - conn.opened_at >= self.settings.auth_timeout:
-                    conn.send(wire_messages.error("auth_required", "no `auth` in time"))
-                    conn.close(CloseCode.AUTH_TIMEOUT, "no auth in time")
-                elif idle >= timeout * 2 / 3:
-                    conn.abort(CloseCode.HEARTBEAT_TIMEOUT, "no sign of life")
-                elif expires_at is not None and wall >= expires_at + self.verifier.leeway_s:
-                    # the same leeway a token gets when presented, so none is accepted then cut
-                    conn.send(
-                        wire_messages.error(
-                            "token_expired", "refresh with auth:refresh before expiry"
-                        )
-                    )
-                    conn.close(CloseCode.TOKEN_EXPIRED, "token expired")
-                elif idle >= timeout / 3:
-                    conn.ping()
+    def attach(self, wire: Wire) -> None:
+        """Serve an already-connected wire (in-memory clients of the test kit)."""
+        self.gateway.attach(wire)
 
     async def _release_held_presence(self) -> None:
         """Presence updates held back by their rate limit go out as the bucket refills."""
@@ -367,152 +322,6 @@ class TandemNode:
         if self.audit_log is not None:
             await self.audit_log.record(action=action, actor=actor, target=target, details=details)
 
-    # -- connections --------------------------------------------------------------
-
-    async def _serve_tcp(
-        self,
-        host: str,
-        port: int,
-        router: HttpRouter,
-        *,
-        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, port))
-        listener.listen(1024)
-        listener.setblocking(False)
-        try:
-            task_status.started(listener.getsockname()[1])
-            assert self._nursery is not None
-            while True:
-                await trio.lowlevel.wait_readable(listener)
-                try:
-                    sock, addr = listener.accept()
-                except BlockingIOError:
-                    continue
-                except OSError as exc:  # EMFILE and friends: back off, keep serving
-                    logger.warning("accept failed: %s", exc)
-                    await trio.sleep(0.1)
-                    continue
-                wire = SocketWire(sock, f"{addr[0]}:{addr[1]}")
-                self._nursery.start_soon(self.serve_wire, wire, router)
-        finally:
-            trio.lowlevel.notify_closing(listener)
-            listener.close()
-
-    def attach(self, wire: Wire) -> None:
-        """Serve an already-connected wire (in-memory clients of the test kit)."""
-        assert self._nursery is not None, "node is not running"
-        self._nursery.start_soon(self.serve_wire, wire)
-
-    async def serve_wire(self, wire: Wire, router: HttpRouter | None = None) -> None:
-        """Serve one accepted byte stream: HTTP requests, or a WebSocket after an upgrade."""
-        try:
-            upgrade = await serve_http(
-                wire, (router or self.http).dispatch, idle_timeout=self.settings.presence_timeout
-            )
-            if upgrade is None or not self.accepting:
-                return
-            refusal = self._refuse_upgrade(wire, upgrade)
-            if refusal is not None:
-                await reject_upgrade(wire, refusal)
-                return
-            await self._serve_websocket(wire, upgrade.headers, upgrade.target, upgrade.leftover)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        finally:
-            wire.close()
-
-    def _refuse_upgrade(self, wire: Wire, upgrade: Upgrade) -> HttpResponse | None:
-        """Origin check for browsers and the connect rate per IP, before the handshake."""
-        origin = next(
-            (v.decode("latin-1") for k, v in upgrade.headers if k.lower() == b"origin"), None
-        )
-        if (
-            origin is not None
-            and "*" not in self._allowed_origins
-            and origin not in self._allowed_origins
-        ):
-            host = next(
-                (v.decode("latin-1") for k, v in upgrade.headers if k.lower() == b"host"), ""
-            )
-            if origin.split("://", 1)[-1] != host:  # same-origin pages are always welcome
-                return error_response(403, "forbidden", f"origin {origin!r} is not allowed")
-        ip = wire.peer.rsplit(":", 1)[0]
-        wait = self.rates.retry_after(Kind.CONNECT_PER_IP, ip)
-        if wait:
-            return HttpResponse(
-                429,
-                b'{"error":{"code":"rate_limited"}}',
-                headers=(("retry-after", str(max(1, round(wait)))),),
-            )
-        return None
-
-    async def _serve_websocket(
-        self, wire: Wire, headers: list[tuple[bytes, bytes]], target: str, leftover: bytes
-    ) -> None:
-        conn_id = f"{self._node_id}-{next(self._ids)}"
-        identity, problem = self._identity_from_target(target, conn_id)
-        bind_connection(conn_id, identity.user_id if identity else None)
-        conn = ClientConnection(
-            conn_id,
-            wire,
-            identity=identity,
-            limits=self._conn_limits,
-            on_text=self.dispatcher.on_text,
-        )
-
-        def opened(conn: ClientConnection) -> None:
-            self.connections[conn.id] = conn
-            self.connections_opened += 1
-            metrics.CONNECTIONS_OPENED.inc()
-            if problem is not None:
-                code, message = problem
-                conn.send(wire_messages.error(code, message))
-                conn.close(
-                    CloseCode.TOKEN_EXPIRED
-                    if code == "token_expired"
-                    else CloseCode.TOKEN_INVALID
-                    if code == "token_invalid"
-                    else CloseCode.AUTH_REQUIRED,
-                    message,
-                )
-            elif identity is not None:
-                conn.send(
-                    wire_messages.welcome(
-                        conn.id,
-                        identity.user_id,
-                        identity.name,
-                        identity.guest,
-                        self.settings.presence_timeout / 3,
-                    )
-                )
-                self.collab.connected(conn)  # unread notifications after `welcome`
-
-        async def closed(conn: ClientConnection) -> None:
-            self.connections.pop(conn.id, None)
-            metrics.connection_closed(conn.close_code)
-            logger.debug("connection closed (code %s)", conn.close_code)
-            if not self.connections:
-                self._connections_emptied.set()
-            await self.dispatcher.disconnected(conn)
-
-        await conn.run(headers, target, leftover, on_open=opened, on_close=closed)
-
-    def _identity_from_target(
-        self, target: str, conn_id: str
-    ) -> tuple[Identity | None, tuple[str, str] | None]:
-        token = HttpRequest("GET", target, {}).query.get("token")
-        if token:
-            try:
-                return self.verifier.verify(token, now=self.wall_clock()), None
-            except AuthError as exc:
-                return None, (exc.code, exc.message)
-        if self.settings.is_production:
-            return None, None  # must send `auth` first
-        return guest_identity(conn_id.rsplit("-", 1)[-1] + secrets.token_hex(2)), None
-
     # -- HTTP ---------------------------------------------------------------------
 
     async def _healthz(self, request: HttpRequest) -> HttpResponse:
@@ -534,12 +343,12 @@ class TandemNode:
     def status(self) -> dict[str, Any]:
         queued = sorted(self.connections.values(), key=lambda c: c.outbound_queued, reverse=True)
         return {
-            "node": self._node_id,
+            "node": self.node_id,
             "uptime": round(trio.current_time() - self.started_at, 3),
             "accepting": self.accepting,
             "connections": {
                 "open": len(self.connections),
-                "opened": self.connections_opened,
+                "opened": self.gateway.connections_opened,
                 "slowest": [c.status() for c in queued[:5] if c.outbound_queued],
             },
             "sessions": self.registry.count(self.session_kind),

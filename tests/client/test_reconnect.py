@@ -129,7 +129,7 @@ async def test_no_reconnect_after_4403(
     async with open_tandem_client(connect=connect_as("alice")) as client:
         await client.join("doc")
         await client.publish("doc", "edit", 1)
-        opened = server.node.connections_opened
+        opened = server.node.gateway.connections_opened
         abort_connection(server, client, 4403)
         with pytest.raises(ConnectionEnded) as info:
             async for _ in client.messages():
@@ -138,7 +138,7 @@ async def test_no_reconnect_after_4403(
         with pytest.raises(ConnectionEnded):
             await client.publish("doc", "edit", 2)
         await trio.sleep(60)
-        assert server.node.connections_opened == opened
+        assert server.node.gateway.connections_opened == opened
         assert not client.connected
 
 
