@@ -351,3 +351,404 @@ OPENAPI: dict[str, Any] = {
         }
     },
 }
+
+
+# -- comments, notifications and webhooks (runtime/api/comments.py, notifications.py) --------
+
+_COLLAB_ERRORS = {
+    400: "invalid input (`path` names the field)",
+    403: "the acting user's role does not allow it, or not their comment",
+    404: "unknown thread, comment or parent",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _path(name: str, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema or {"type": "string"},
+    }
+
+
+def _op(
+    summary: str,
+    params: list[dict[str, Any]],
+    responses: dict[str, Any],
+    *,
+    body: str | None = None,
+    errors: tuple[int, ...] = (400, 403, 404),
+) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "parameters": params, "responses": {**responses}}
+    for code in errors:
+        op["responses"][str(code)] = _json(_ERROR, _COLLAB_ERRORS[code])
+    if body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(body)}},
+        }
+    return op
+
+
+_THREAD = _path("thread", "thread id")
+_COMMENT = _path("comment", "comment id")
+_ACTING_USER = {**_query("userId", "the acting user (required)"), "required": True}
+_THREAD_OUT = _json(_ref("ThreadChange"), "the thread, and `seq` of its event (null: no change)")
+_COMMENT_OUT = _json(_ref("CommentChange"), "the comment, and `seq` of its event")
+
+_COLLAB_PATHS: dict[str, Any] = {
+    "/v1/sessions/{id}/threads": {
+        "post": _op(
+            "Start a thread (as `userId`), with its first comment",
+            [_SESSION_ID],
+            {"201": _json(_ref("ThreadChange"), "the thread with `comments: [first]`, `seq`")},
+            body="NewThread",
+        ),
+        "get": _op(
+            "List threads, oldest first, a page at a time",
+            [
+                _SESSION_ID,
+                _query("resolved", "true/false: only (un)resolved threads"),
+                _query("author", "only threads started by this user"),
+                _query("anchor", "JSON: only threads anchored exactly here"),
+                _query("metadata.<key>", "JSON or text: threads whose metadata has this value"),
+                _query("after", "`next` of the previous page"),
+                _query("limit", "1-200 (50)", {"type": "integer", "minimum": 1, "maximum": 200}),
+            ],
+            {"200": _json(_ref("ThreadPage"), "a page of threads")},
+            errors=(400,),
+        ),
+    },
+    "/v1/sessions/{id}/threads/{thread}": {
+        "get": _op(
+            "A thread with every comment in position order (tombstones included)",
+            [_SESSION_ID, _THREAD],
+            {"200": _json(_ref("Thread"), "the thread with `comments`")},
+            errors=(404,),
+        ),
+        "patch": _op(
+            "Change a thread's metadata and/or anchor (its author or the session's owner)",
+            [_SESSION_ID, _THREAD],
+            {"200": _THREAD_OUT},
+            body="ThreadPatch",
+        ),
+    },
+    "/v1/sessions/{id}/threads/{thread}/resolve": {
+        "post": _op(
+            "Resolve a thread (no event if already resolved)",
+            [_SESSION_ID, _THREAD],
+            {"200": _THREAD_OUT},
+            body="Actor",
+        ),
+    },
+    "/v1/sessions/{id}/threads/{thread}/reopen": {
+        "post": _op(
+            "Reopen a resolved thread",
+            [_SESSION_ID, _THREAD],
+            {"200": _THREAD_OUT},
+            body="Actor",
+        ),
+    },
+    "/v1/sessions/{id}/threads/{thread}/comments": {
+        "post": _op(
+            "Write in a thread (a reply to `parentId` when given)",
+            [_SESSION_ID, _THREAD],
+            {"201": _COMMENT_OUT},
+            body="NewComment",
+        ),
+    },
+    "/v1/sessions/{id}/comments/{comment}": {
+        "patch": _op(
+            "Edit a comment (its author only)",
+            [_SESSION_ID, _COMMENT],
+            {"200": _COMMENT_OUT},
+            body="CommentPatch",
+        ),
+        "delete": _op(
+            "Delete a comment (its author, or the session's owner): leaves a tombstone",
+            [_SESSION_ID, _COMMENT, _ACTING_USER],
+            {"200": _COMMENT_OUT},
+        ),
+    },
+    "/v1/sessions/{id}/comments/{comment}/reactions": {
+        "post": _op(
+            "Add the acting user's reaction (no event if already there)",
+            [_SESSION_ID, _COMMENT],
+            {"200": _COMMENT_OUT},
+            body="Reaction",
+        ),
+    },
+    "/v1/sessions/{id}/comments/{comment}/reactions/{emoji}": {
+        "delete": _op(
+            "Remove the acting user's reaction",
+            [_SESSION_ID, _COMMENT, _path("emoji", "the emoji, URL-encoded"), _ACTING_USER],
+            {"200": _COMMENT_OUT},
+        ),
+    },
+    "/v1/users/{user}/notifications": {
+        "post": _op(
+            "Post an app notification to a user's inbox (grouped, delivered live)",
+            [_USER_ID],
+            {"201": _json(_ref("Notification"), "the new or grown notification")},
+            body="PostNotification",
+            errors=(400, 403),
+        ),
+        "get": _op(
+            "A user's notifications, newest activity first",
+            [
+                _USER_ID,
+                _query("before", "`next` of the previous page", {"type": "integer"}),
+                _query("limit", "1-200 (50)", {"type": "integer", "minimum": 1, "maximum": 200}),
+                _query("unread", "1: unread only"),
+            ],
+            {"200": _json(_ref("NotificationPage"), "a page, and the unread count")},
+            errors=(400,),
+        ),
+    },
+    "/v1/users/{user}/notifications/read-all": {
+        "post": _op(
+            "Mark every notification of the user read",
+            [_USER_ID],
+            {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "marked": {"type": "integer"},
+                            "unread": {"type": "integer"},
+                        },
+                    },
+                    "how many were marked, and the unread count",
+                )
+            },
+            errors=(),
+        ),
+    },
+    "/v1/webhooks": {
+        "post": _op(
+            "Register a webhook endpoint (the answer is the only time `secret` is shown)",
+            [],
+            {"201": _json(_ref("Webhook"), "the endpoint, with its signing `secret`")},
+            body="PostWebhook",
+            errors=(400,),
+        ),
+        "get": _op(
+            "Webhook endpoints, with their pending deliveries",
+            [],
+            {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "properties": {"webhooks": {"type": "array", "items": _ref("Webhook")}},
+                    },
+                    "every endpoint",
+                )
+            },
+            errors=(),
+        ),
+    },
+    "/v1/webhooks/{id}": {
+        "delete": {
+            "summary": "Remove a webhook endpoint",
+            "parameters": [_path("id", "webhook id")],
+            "responses": {"204": {"description": "removed"}, **_errors(404)},
+        },
+    },
+}
+
+_ANY: dict[str, Any] = {}
+_COLLAB_SCHEMAS: dict[str, Any] = {
+    "Actor": {"type": "object", "required": ["userId"], "properties": {"userId": _ref("Id")}},
+    "NewThread": {
+        "type": "object",
+        "required": ["userId", "body"],
+        "properties": {
+            "userId": _ref("Id"),
+            "body": {"type": "string", "minLength": 1, "maxLength": 10000},
+            "anchor": {"description": "any JSON, at most 4 KiB"},
+            "metadata": {"type": "object", "description": "at most 64 keys, 4 KiB"},
+            "mentions": {"type": "array", "items": _ref("Id"), "maxItems": 50},
+        },
+    },
+    "ThreadPatch": {
+        "type": "object",
+        "required": ["userId"],
+        "properties": {"userId": _ref("Id"), "metadata": {"type": "object"}, "anchor": _ANY},
+    },
+    "NewComment": {
+        "type": "object",
+        "required": ["userId", "body"],
+        "properties": {
+            "userId": _ref("Id"),
+            "body": {"type": "string", "minLength": 1, "maxLength": 10000},
+            "parentId": _ref("Id"),
+            "mentions": {"type": "array", "items": _ref("Id"), "maxItems": 50},
+        },
+    },
+    "CommentPatch": {
+        "type": "object",
+        "required": ["userId", "body"],
+        "properties": {
+            "userId": _ref("Id"),
+            "body": {"type": "string", "minLength": 1, "maxLength": 10000},
+            "mentions": {"type": "array", "items": _ref("Id"), "maxItems": 50},
+        },
+    },
+    "Reaction": {
+        "type": "object",
+        "required": ["userId", "emoji"],
+        "properties": {
+            "userId": _ref("Id"),
+            "emoji": {"type": "string", "minLength": 1, "maxLength": 32},
+        },
+    },
+    "Comment": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "threadId": {"type": "string"},
+            "sessionId": {"type": "string"},
+            "parentId": {"type": ["string", "null"]},
+            "depth": {"type": "integer", "minimum": 0, "maximum": 8},
+            "position": {"type": "integer", "minimum": 1},
+            "authorId": {"type": "string"},
+            "body": {"type": "string"},
+            "mentions": {"type": "array", "items": {"type": "string"}},
+            "createdAt": {"type": "number"},
+            "editedAt": {"type": ["number", "null"]},
+            "deleted": {"type": "boolean"},
+            "deletedAt": {"type": ["number", "null"]},
+            "reactions": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "count": {"type": "integer"},
+                        "users": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+            },
+        },
+    },
+    "Thread": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "sessionId": {"type": "string"},
+            "authorId": {"type": "string"},
+            "anchor": _ANY,
+            "metadata": {"type": "object"},
+            "resolved": {"type": "boolean"},
+            "resolvedBy": {"type": ["string", "null"]},
+            "resolvedAt": {"type": ["number", "null"]},
+            "commentCount": {"type": "integer"},
+            "createdAt": {"type": "number"},
+            "updatedAt": {"type": "number"},
+            "comments": {"type": "array", "items": _ref("Comment")},
+        },
+    },
+    "ThreadChange": {
+        "allOf": [
+            _ref("Thread"),
+            {"type": "object", "properties": {"seq": {"type": ["integer", "null"]}}},
+        ]
+    },
+    "CommentChange": {
+        "allOf": [
+            _ref("Comment"),
+            {"type": "object", "properties": {"seq": {"type": ["integer", "null"]}}},
+        ]
+    },
+    "ThreadPage": {
+        "type": "object",
+        "properties": {
+            "threads": {"type": "array", "items": _ref("Thread")},
+            "next": {"type": ["string", "null"]},
+        },
+    },
+    "PostNotification": {
+        "type": "object",
+        "required": ["kind"],
+        "properties": {
+            "kind": _ref("Id"),
+            "data": {"type": "object"},
+            "sessionId": _ref("Id"),
+            "threadId": _ref("Id"),
+            "actorId": _ref("Id"),
+            "groupKey": _ref("Id"),
+        },
+    },
+    "Notification": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "kind": {"type": "string"},
+            "userId": {"type": "string"},
+            "sessionId": {"type": ["string", "null"]},
+            "threadId": {"type": ["string", "null"]},
+            "actorIds": {"type": "array", "items": {"type": "string"}, "maxItems": 10},
+            "data": {"type": "object"},
+            "count": {"type": "integer"},
+            "read": {"type": "boolean"},
+            "readAt": {"type": ["number", "null"]},
+            "createdAt": {"type": "number"},
+            "updatedAt": {"type": "number"},
+            "cursor": {"type": "integer"},
+        },
+    },
+    "NotificationPage": {
+        "type": "object",
+        "properties": {
+            "notifications": {"type": "array", "items": _ref("Notification")},
+            "next": {"type": ["integer", "null"]},
+            "unread": {"type": "integer"},
+        },
+    },
+    "PostWebhook": {
+        "type": "object",
+        "required": ["url"],
+        "properties": {
+            "url": {"type": "string", "format": "uri", "maxLength": 2048},
+            "secret": {"type": "string", "minLength": 16, "maxLength": 256},
+            "events": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "event names to send; empty: all",
+            },
+        },
+    },
+    "Webhook": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "url": {"type": "string"},
+            "events": {"type": "array", "items": {"type": "string"}},
+            "createdAt": {"type": "number"},
+            "failingSince": {"type": ["number", "null"]},
+            "lastError": {"type": ["string", "null"]},
+            "disabled": {"type": "boolean"},
+            "disabledAt": {"type": ["number", "null"]},
+            "disabledReason": {"type": ["string", "null"]},
+            "secret": {"type": "string", "description": "only when created"},
+            "pending": {"type": "integer", "description": "deliveries waiting (list only)"},
+        },
+    },
+}
+
+OPENAPI["paths"].update(_COLLAB_PATHS)
+OPENAPI["components"]["schemas"].update(_COLLAB_SCHEMAS)
