@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,7 @@ class RunningServer:
         self.port = free_port()
         self.log_path = log_path
         env = dict(os.environ)
+        self._data_dir: str | None = None
         # TANDEM_SRC=<dir> runs Tandem from another checkout (e.g. a `git archive` of HEAD).
         source = Path(env.get("TANDEM_SRC", REPO_ROOT)) if target.name == "tandem" else REPO_ROOT
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
@@ -98,6 +100,10 @@ class RunningServer:
             # The generator offers more than the default per-connection limits (20 events/s):
             # measure the fan-out, not the rate limiter. An explicit setting wins.
             env.setdefault("TANDEM_RATE_LIMITS", "off")
+            # Its own data dir (embedded PostgreSQL) so runs never share or lock one.
+            if "TANDEM_DATA_DIR" not in env:
+                self._data_dir = tempfile.mkdtemp(prefix="tandem-bench-")
+                env["TANDEM_DATA_DIR"] = self._data_dir
         self._log = open(log_path, "wb")  # closed in stop()
         self.proc = subprocess.Popen(
             target.command(self.port),
@@ -146,3 +152,5 @@ class RunningServer:
                 os.killpg(self.pgid, signal.SIGKILL)
                 self.proc.wait(5)
         self._log.close()
+        if self._data_dir is not None:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
