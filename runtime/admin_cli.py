@@ -1,9 +1,10 @@
 """``tandem keys generate|rotate`` and ``tandem audit verify``: the storage side of security.
 
-``keys rotate`` re-encrypts stored sensitive payloads under the current key, in
-batches (one transaction each), while the server keeps running; it reports the
-counts and records ``keys.rotated`` in the audit log. ``audit verify`` checks the
-audit chain and its head and exits 1 naming the first bad seq.
+``keys rotate`` re-encrypts stored sensitive payloads, comment bodies and thread
+metadata under the current key, in batches (one transaction each), while the
+server keeps running; it reports the counts and records ``keys.rotated`` in the
+audit log. ``audit verify`` checks the audit chain and its head and exits 1
+naming the first bad seq.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import trio
 
 from runtime.app import open_stores
 from runtime.config import ConfigError, Settings, add_setting_flags, load_settings
+from runtime.gateways.comments import PostgresCommentStore
 from runtime.gateways.encryption import keyring_from_settings
 from runtime.gateways.postgres import PostgresEventStore
 from runtime.security.audit import VerifyResult
@@ -77,6 +79,24 @@ async def rotate_keys(settings: Settings, batch_size: int = 500) -> int:
         assert isinstance(events, PostgresEventStore)
         report = await events.rotate_keys(batch_size=batch_size)
         left = await events.count_needing_rotation()
+        # Comment bodies and thread metadata (runtime/gateways/comment_sealing.py) too.
+        comment_rows = comment_batches = comments_left = 0
+        if stores.collab is not None and isinstance(stores.collab.comments, PostgresCommentStore):
+            comment_rows, comment_batches = await stores.collab.comments.rotate_keys(
+                batch_size=batch_size
+            )
+            comments_left = await stores.collab.comments.count_needing_rotation()
+            if stores.audit is not None and (comment_rows or comments_left):
+                await stores.audit.record(
+                    action="keys.rotated",
+                    actor="cli",
+                    target="comments",
+                    details={
+                        "key_id": report.key_id,
+                        "rotated": comment_rows,
+                        "left": comments_left,
+                    },
+                )
         if stores.audit is not None:
             await stores.audit.record(
                 action="keys.rotated",
@@ -88,7 +108,12 @@ async def rotate_keys(settings: Settings, batch_size: int = 500) -> int:
         f"tandem keys rotate: {report.rotated} rows re-encrypted under {report.key_id!r}"
         f" in {report.batches} batches; {left} rows left under other keys"
     )
-    return 0 if left == 0 else 1
+    print(
+        f"tandem keys rotate: {comment_rows} comment/thread rows re-encrypted under"
+        f" {report.key_id!r} in {comment_batches} batches; {comments_left} rows left under"
+        " other keys"
+    )
+    return 0 if left == 0 and comments_left == 0 else 1
 
 
 def describe(result: VerifyResult) -> str:

@@ -124,7 +124,7 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
             PostgresSessionRepository(db),
             db,
             audit=PostgresAuditLog(db),
-            collab=postgres_collab_stores(db),
+            collab=postgres_collab_stores(db, sealer_from_settings(settings)),
         )
 
 

@@ -19,6 +19,7 @@ from actors.inbox.state import Incoming
 from runtime.comments.service import CommentService, Notice
 from runtime.gateways.comments import CommentStore, MemoryCommentStore, PostgresCommentStore
 from runtime.gateways.database import DatabaseGateway
+from runtime.gateways.encryption import Sealer, sealer_from_settings
 from runtime.gateways.notifications import (
     MemoryNotificationStore,
     NotificationRecord,
@@ -52,13 +53,18 @@ class CollabStores:
     webhooks: WebhookStore
 
 
-def memory_collab_stores() -> CollabStores:
-    return CollabStores(MemoryCommentStore(), MemoryNotificationStore(), MemoryWebhookStore())
-
-
-def postgres_collab_stores(db: DatabaseGateway) -> CollabStores:
+def memory_collab_stores(sealer: Sealer | None = None) -> CollabStores:
     return CollabStores(
-        PostgresCommentStore(db), PostgresNotificationStore(db), PostgresWebhookStore(db)
+        MemoryCommentStore(sealer=sealer), MemoryNotificationStore(), MemoryWebhookStore()
+    )
+
+
+def postgres_collab_stores(db: DatabaseGateway, sealer: Sealer | None = None) -> CollabStores:
+    """``sealer``: comment bodies and thread metadata are stored encrypted with it."""
+    return CollabStores(
+        PostgresCommentStore(db, sealer=sealer),
+        PostgresNotificationStore(db),
+        PostgresWebhookStore(db),
     )
 
 
@@ -70,7 +76,7 @@ class Collaboration:
 
         settings = node.settings
         self.node = node
-        self.stores = stores or memory_collab_stores()
+        self.stores = stores or memory_collab_stores(sealer_from_settings(settings))
         self.notifications = self.stores.notifications
         self.inboxes_supervisor = Supervisor("inboxes", RestartPolicy(max_restarts=5, period=10.0))
         inbox_config = InboxConfig(

@@ -16,7 +16,16 @@ import attrs
 import psycopg
 
 from runtime.comments.model import CommentRecord, ThreadFilter, ThreadRecord
+from runtime.gateways.comment_sealing import (
+    filter_digests,
+    metadata_digests,
+    open_body,
+    open_thread,
+    seal_body,
+    seal_thread,
+)
 from runtime.gateways.database import DatabaseGateway, Row
+from runtime.gateways.encryption import EncryptionUnavailable, Sealer
 from runtime.gateways.memory import check_text, decode_json, encode_json
 
 JSON = Any
@@ -81,12 +90,50 @@ class CommentStore(Protocol):
 
 
 class MemoryCommentStore:
-    def __init__(self) -> None:
+    """With ``sealer``, bodies and thread metadata/anchors are kept sealed, as in PostgreSQL."""
+
+    def __init__(self, *, sealer: Sealer | None = None) -> None:
         self._threads: dict[str, ThreadRecord] = {}
         self._comments: dict[str, CommentRecord] = {}
         self._by_thread: dict[str, list[str]] = {}
         self._reactions: dict[str, dict[str, dict[str, float]]] = {}
         self._pos = itertools.count(1)
+        self.sealer = sealer
+        self._sealed: dict[str, bytes] = {}  # thread or comment id -> envelope
+
+    def _put_thread(self, thread: ThreadRecord) -> ThreadRecord:
+        if self.sealer is not None:
+            self._sealed[thread.id] = seal_thread(
+                self.sealer, thread.session_id, thread.id, thread.metadata, thread.anchor
+            )
+            self._threads[thread.id] = attrs.evolve(thread, metadata={}, anchor=None)
+        else:
+            self._threads[thread.id] = thread
+        return thread
+
+    def _open_thread(self, thread: ThreadRecord) -> ThreadRecord:
+        envelope = self._sealed.get(thread.id)
+        if envelope is None or self.sealer is None:
+            return thread
+        metadata, anchor = open_thread(self.sealer, thread.session_id, thread.id, envelope)
+        return attrs.evolve(thread, metadata=metadata, anchor=anchor)
+
+    def _put_comment(self, comment: CommentRecord) -> CommentRecord:
+        if self.sealer is not None:
+            self._sealed[comment.id] = seal_body(
+                self.sealer, comment.session_id, comment.id, comment.body
+            )
+            self._comments[comment.id] = attrs.evolve(comment, body="")
+        else:
+            self._comments[comment.id] = comment
+        return comment
+
+    def _open_comment(self, comment: CommentRecord) -> CommentRecord:
+        envelope = self._sealed.get(comment.id)
+        if envelope is None or self.sealer is None:
+            return comment
+        body = open_body(self.sealer, comment.session_id, comment.id, envelope)
+        return attrs.evolve(comment, body=body)
 
     async def create_thread(
         self, thread: ThreadRecord, first: CommentRecord
@@ -100,8 +147,8 @@ class MemoryCommentStore:
             pos=next(self._pos),
         )
         first = attrs.evolve(first, position=1, mentions=tuple(first.mentions))
-        self._threads[thread.id] = thread
-        self._comments[first.id] = first
+        self._put_thread(thread)
+        self._put_comment(first)
         self._by_thread[thread.id] = [first.id]
         return thread, first
 
@@ -112,18 +159,23 @@ class MemoryCommentStore:
             thread, comment_count=thread.comment_count + 1, updated_at=comment.created_at
         )
         comment = attrs.evolve(comment, position=thread.comment_count)
-        self._threads[thread.id] = thread
-        self._comments[comment.id] = comment
+        self._threads[thread.id] = thread  # sealed fields unchanged
+        thread = self._open_thread(thread)
+        self._put_comment(comment)
         self._by_thread[thread.id].append(comment.id)
         return thread, comment
 
     async def get_thread(self, session_id: str, thread_id: str) -> ThreadRecord | None:
         thread = self._threads.get(thread_id)
-        return thread if thread is not None and thread.session_id == session_id else None
+        if thread is None or thread.session_id != session_id:
+            return None
+        return self._open_thread(thread)
 
     async def get_comment(self, session_id: str, comment_id: str) -> CommentRecord | None:
         comment = self._comments.get(comment_id)
-        return comment if comment is not None and comment.session_id == session_id else None
+        if comment is None or comment.session_id != session_id:
+            return None
+        return self._open_comment(comment)
 
     async def edit_comment(
         self, session_id: str, comment_id: str, body: str, mentions: Sequence[str], at: float
@@ -133,8 +185,7 @@ class MemoryCommentStore:
         if comment is None or comment.deleted_at is not None:
             return None
         comment = attrs.evolve(comment, body=body, mentions=tuple(mentions), edited_at=at)
-        self._comments[comment_id] = comment
-        return comment
+        return self._put_comment(comment)
 
     async def delete_comment(
         self, session_id: str, comment_id: str, by: str, at: float
@@ -143,7 +194,7 @@ class MemoryCommentStore:
         if comment is None or comment.deleted_at is not None:
             return None
         comment = attrs.evolve(comment, deleted_at=at, deleted_by=by)
-        self._comments[comment_id] = comment
+        self._put_comment(comment)
         self._reactions.pop(comment_id, None)
         return comment
 
@@ -160,8 +211,7 @@ class MemoryCommentStore:
             resolved_at=at if resolved else None,
             updated_at=at,
         )
-        self._threads[thread_id] = thread
-        return thread
+        return self._put_thread(thread)
 
     async def update_thread(
         self, session_id: str, thread_id: str, *, metadata: JSON, anchor: JSON, at: float
@@ -172,8 +222,7 @@ class MemoryCommentStore:
         thread = attrs.evolve(
             thread, metadata=normalize(metadata), anchor=normalize(anchor), updated_at=at
         )
-        self._threads[thread_id] = thread
-        return thread
+        return self._put_thread(thread)
 
     async def add_reaction(self, comment_id: str, emoji: str, user_id: str, at: float) -> bool:
         check_text(emoji)
@@ -207,6 +256,7 @@ class MemoryCommentStore:
         for thread in sorted(self._threads.values(), key=lambda t: t.pos):
             if thread.session_id != session_id or thread.pos <= after:
                 continue
+            thread = self._open_thread(thread)
             if where.resolved is not None and thread.resolved != where.resolved:
                 continue
             if where.author_id is not None and thread.author_id != where.author_id:
@@ -225,7 +275,9 @@ class MemoryCommentStore:
     async def list_comments(self, session_id: str, thread_id: str) -> list[CommentRecord]:
         if await self.get_thread(session_id, thread_id) is None:
             return []
-        return [self._comments[cid] for cid in self._by_thread.get(thread_id, [])]
+        return [
+            self._open_comment(self._comments[cid]) for cid in self._by_thread.get(thread_id, [])
+        ]
 
     async def participants(self, session_id: str, thread_id: str) -> set[str]:
         return {c.author_id for c in await self.list_comments(session_id, thread_id)}
@@ -235,22 +287,31 @@ class MemoryCommentStore:
 
 _THREAD = (
     "id, session_id, author_id, anchor::text, metadata::text, resolved, resolved_by,"
-    " resolved_at, comment_count, created_at, updated_at, pos"
+    " resolved_at, comment_count, created_at, updated_at, pos, metadata_enc"
 )
 _COMMENT = (
     "id, thread_id, session_id, parent_id, depth, position, author_id, body, mentions,"
-    " created_at, edited_at, deleted_at, deleted_by"
+    " created_at, edited_at, deleted_at, deleted_by, body_enc"
 )
 
 
-def _thread(row: Row) -> ThreadRecord:
-    (tid, sid, author, anchor, metadata, resolved, rby, rat, count, created, updated, pos) = row
+def _thread(row: Row, sealer: Sealer | None = None) -> ThreadRecord:
+    (tid, sid, author, anchor, metadata, resolved, rby, rat, count, created, updated, pos, enc) = (
+        row
+    )
+    if enc is not None:  # sealed (keys configured when it was written)
+        if sealer is None:
+            raise EncryptionUnavailable("thread metadata is encrypted but no keys are configured")
+        meta, anch = open_thread(sealer, sid, tid, enc)
+    else:
+        meta = decode_json(metadata)
+        anch = None if anchor is None else decode_json(anchor)
     return ThreadRecord(
         id=tid,
         session_id=sid,
         author_id=author,
-        anchor=None if anchor is None else decode_json(anchor),
-        metadata=decode_json(metadata),
+        anchor=anch,
+        metadata=meta,
         resolved=bool(resolved),
         resolved_by=rby,
         resolved_at=rat,
@@ -261,8 +322,15 @@ def _thread(row: Row) -> ThreadRecord:
     )
 
 
-def _comment(row: Row) -> CommentRecord:
-    (cid, tid, sid, parent, depth, pos, author, body, mentions, created, edited, deleted, by) = row
+def _comment(row: Row, sealer: Sealer | None = None) -> CommentRecord:
+    (cid, tid, sid, parent, depth, pos, author, body, mentions, created, edited, deleted, by) = row[
+        :13
+    ]
+    enc = row[13]
+    if enc is not None:  # sealed (keys configured when it was written)
+        if sealer is None:
+            raise EncryptionUnavailable("comment body is encrypted but no keys are configured")
+        body = open_body(sealer, sid, cid, enc)
     return CommentRecord(
         id=cid,
         thread_id=tid,
@@ -280,10 +348,39 @@ def _comment(row: Row) -> CommentRecord:
     )
 
 
-def _insert_comment(conn: Conn, c: CommentRecord) -> CommentRecord:
+def _sealed_body(
+    sealer: Sealer | None, c: CommentRecord
+) -> tuple[str | None, bytes | None, str | None]:
+    """``(body, body_enc, key_id)`` to store: plaintext without keys, else sealed."""
+    if sealer is None:
+        return c.body, None, None
+    enc = seal_body(sealer, c.session_id, c.id, c.body)
+    return None, enc, Sealer.key_id_of(enc)
+
+
+def _sealed_thread(
+    sealer: Sealer | None, session_id: str, thread_id: str, metadata: JSON, anchor: JSON
+) -> tuple[str | None, str | None, bytes | None, list[str] | None, str | None]:
+    """``(anchor, metadata, metadata_enc, metadata_idx, key_id)`` to store."""
+    if sealer is None:
+        return (
+            None if anchor is None else encode_json(anchor),
+            encode_json(metadata),
+            None,
+            None,
+            None,
+        )
+    enc = seal_thread(sealer, session_id, thread_id, metadata, anchor)
+    key_id = Sealer.key_id_of(enc)
+    return None, None, enc, metadata_digests(sealer, key_id, metadata, anchor), key_id
+
+
+def _insert_comment(conn: Conn, c: CommentRecord, sealer: Sealer | None = None) -> CommentRecord:
+    body, body_enc, key_id = _sealed_body(sealer, c)
     row = conn.execute(
         "INSERT INTO comments (id, thread_id, session_id, parent_id, depth, position,"
-        " author_id, body, mentions, created_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+        " author_id, body, mentions, created_at, body_enc, key_id)"
+        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
         " RETURNING " + _COMMENT,
         (
             c.id,
@@ -293,31 +390,40 @@ def _insert_comment(conn: Conn, c: CommentRecord) -> CommentRecord:
             c.depth,
             c.position,
             c.author_id,
-            c.body,
+            body,
             list(c.mentions),
             c.created_at,
+            body_enc,
+            key_id,
         ),
     ).fetchone()
     assert row is not None
-    return _comment(row)
+    return _comment(row, sealer)
 
 
 class PostgresCommentStore:
-    def __init__(self, db: DatabaseGateway) -> None:
+    """With ``sealer``, bodies and thread metadata/anchors are stored sealed (see
+    :mod:`runtime.gateways.comment_sealing`); rows stored in clear stay readable."""
+
+    def __init__(self, db: DatabaseGateway, *, sealer: Sealer | None = None) -> None:
         self._db = db
+        self.sealer = sealer
 
     async def create_thread(
         self, thread: ThreadRecord, first: CommentRecord
     ) -> tuple[ThreadRecord, CommentRecord]:
         check_text(thread.id, first.id, first.body, *first.mentions)
-        anchor = None if thread.anchor is None else encode_json(thread.anchor)
-        metadata = encode_json(thread.metadata)
+        sealer = self.sealer
+        anchor, metadata, enc, idx, key_id = _sealed_thread(
+            sealer, thread.session_id, thread.id, thread.metadata, thread.anchor
+        )
 
         def work(conn: Conn) -> tuple[ThreadRecord, CommentRecord]:
             row = conn.execute(
                 "INSERT INTO comment_threads (id, session_id, author_id, anchor, metadata,"
-                " comment_count, created_at, updated_at)"
-                " VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, 1, %s, %s) RETURNING " + _THREAD,
+                " comment_count, created_at, updated_at, metadata_enc, metadata_idx, key_id)"
+                " VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, 1, %s, %s, %s, %s, %s)"
+                " RETURNING " + _THREAD,
                 (
                     thread.id,
                     thread.session_id,
@@ -326,10 +432,15 @@ class PostgresCommentStore:
                     metadata,
                     thread.created_at,
                     thread.updated_at,
+                    enc,
+                    idx,
+                    key_id,
                 ),
             ).fetchone()
             assert row is not None
-            return _thread(row), _insert_comment(conn, attrs.evolve(first, position=1))
+            return _thread(row, sealer), _insert_comment(
+                conn, attrs.evolve(first, position=1), sealer
+            )
 
         return await self._db.run_in_transaction(work)
 
@@ -345,8 +456,10 @@ class PostgresCommentStore:
             ).fetchone()
             if row is None:
                 raise KeyError(comment.thread_id)
-            thread = _thread(row)
-            stored = _insert_comment(conn, attrs.evolve(comment, position=thread.comment_count))
+            thread = _thread(row, self.sealer)
+            stored = _insert_comment(
+                conn, attrs.evolve(comment, position=thread.comment_count), self.sealer
+            )
             return thread, stored
 
         return await self._db.run_in_transaction(work)
@@ -356,27 +469,34 @@ class PostgresCommentStore:
             "SELECT " + _THREAD + " FROM comment_threads WHERE id = %s AND session_id = %s",
             (thread_id, session_id),
         )
-        return None if row is None else _thread(row)
+        return None if row is None else _thread(row, self.sealer)
 
     async def get_comment(self, session_id: str, comment_id: str) -> CommentRecord | None:
         row = await self._db.fetch_one(
             "SELECT " + _COMMENT + " FROM comments WHERE id = %s AND session_id = %s",
             (comment_id, session_id),
         )
-        return None if row is None else _comment(row)
+        return None if row is None else _comment(row, self.sealer)
 
     async def edit_comment(
         self, session_id: str, comment_id: str, body: str, mentions: Sequence[str], at: float
     ) -> CommentRecord | None:
         check_text(body, *mentions)
+        sealer = self.sealer
+        plain: str | None = body
+        body_enc = key_id = None
+        if sealer is not None:
+            plain, body_enc = None, seal_body(sealer, session_id, comment_id, body)
+            key_id = Sealer.key_id_of(body_enc)
 
         def work(conn: Conn) -> CommentRecord | None:
             row = conn.execute(
-                "UPDATE comments SET body = %s, mentions = %s, edited_at = %s"
+                "UPDATE comments SET body = %s, mentions = %s, edited_at = %s, body_enc = %s,"
+                " key_id = %s"
                 " WHERE id = %s AND session_id = %s AND deleted_at IS NULL RETURNING " + _COMMENT,
-                (body, list(mentions), at, comment_id, session_id),
+                (plain, list(mentions), at, body_enc, key_id, comment_id, session_id),
             ).fetchone()
-            return None if row is None else _comment(row)
+            return None if row is None else _comment(row, sealer)
 
         return await self._db.run_in_transaction(work)
 
@@ -392,7 +512,7 @@ class PostgresCommentStore:
             if row is None:
                 return None
             conn.execute("DELETE FROM comment_reactions WHERE comment_id = %s", (comment_id,))
-            return _comment(row)
+            return _comment(row, self.sealer)
 
         return await self._db.run_in_transaction(work)
 
@@ -412,23 +532,26 @@ class PostgresCommentStore:
                     session_id,
                 ),
             ).fetchone()
-            return None if row is None else _thread(row)
+            return None if row is None else _thread(row, self.sealer)
 
         return await self._db.run_in_transaction(work)
 
     async def update_thread(
         self, session_id: str, thread_id: str, *, metadata: JSON, anchor: JSON, at: float
     ) -> ThreadRecord | None:
-        encoded_anchor = None if anchor is None else encode_json(anchor)
-        encoded_metadata = encode_json(metadata)
+        sealer = self.sealer
+        encoded_anchor, encoded_metadata, enc, idx, key_id = _sealed_thread(
+            sealer, session_id, thread_id, metadata, anchor
+        )
 
         def work(conn: Conn) -> ThreadRecord | None:
             row = conn.execute(
                 "UPDATE comment_threads SET metadata = %s::jsonb, anchor = %s::jsonb,"
+                " metadata_enc = %s, metadata_idx = %s, key_id = %s,"
                 " updated_at = %s WHERE id = %s AND session_id = %s RETURNING " + _THREAD,
-                (encoded_metadata, encoded_anchor, at, thread_id, session_id),
+                (encoded_metadata, encoded_anchor, enc, idx, key_id, at, thread_id, session_id),
             ).fetchone()
-            return None if row is None else _thread(row)
+            return None if row is None else _thread(row, sealer)
 
         return await self._db.run_in_transaction(work)
 
@@ -472,21 +595,37 @@ class PostgresCommentStore:
         if where.author_id is not None:
             clauses.append("author_id = %s")
             params.append(where.author_id)
+        plain: list[str] = []  # on rows stored in clear
+        plain_params: list[Any] = []
         if where.match_anchor:
             if where.anchor is None:
-                clauses.append("anchor IS NULL")
+                plain.append("anchor IS NULL")
             else:
-                clauses.append("anchor = %s::jsonb")
-                params.append(encode_json(where.anchor))
+                plain.append("anchor = %s::jsonb")
+                plain_params.append(encode_json(where.anchor))
         for key, value in where.metadata.items():
-            clauses.append("metadata -> %s = %s::jsonb")
-            params.extend([key, encode_json(value)])
+            plain.append("metadata -> %s = %s::jsonb")
+            plain_params.extend([key, encode_json(value)])
+        sealer = self.sealer
+        if plain and sealer is None:
+            clauses.extend(plain)
+            params.extend(plain_params)
+        elif plain and sealer is not None:
+            # Sealed rows: match the keyed digests under the row's key (one set per key).
+            either = ["(metadata_enc IS NULL AND " + " AND ".join(plain) + ")"]
+            params.extend(plain_params)
+            for key_id, digests in filter_digests(
+                sealer, where.metadata, where.anchor, where.match_anchor
+            ):
+                either.append("(key_id = %s AND metadata_idx @> %s::text[])")
+                params.extend([key_id, digests])
+            clauses.append("(" + " OR ".join(either) + ")")
         params.append(limit)
         sql = psycopg.sql.SQL(
             "SELECT " + _THREAD + " FROM comment_threads WHERE {} ORDER BY pos LIMIT %s"
         ).format(psycopg.sql.SQL(" AND ".join(clauses)))  # fixed clauses; values are params
         rows = await self._db.fetch_all(sql, params)
-        return [_thread(r) for r in rows]
+        return [_thread(r, self.sealer) for r in rows]
 
     async def list_comments(self, session_id: str, thread_id: str) -> list[CommentRecord]:
         rows = await self._db.fetch_all(
@@ -494,7 +633,7 @@ class PostgresCommentStore:
             " ORDER BY position",
             (thread_id, session_id),
         )
-        return [_comment(r) for r in rows]
+        return [_comment(r, self.sealer) for r in rows]
 
     async def participants(self, session_id: str, thread_id: str) -> set[str]:
         rows = await self._db.fetch_all(
@@ -502,3 +641,81 @@ class PostgresCommentStore:
             (thread_id, session_id),
         )
         return {r[0] for r in rows}
+
+    async def rotate_keys(self, *, batch_size: int = 500) -> tuple[int, int]:
+        """Re-encrypt sealed threads and comments not under the current key.
+
+        ``batch_size`` rows per transaction (threads first, then comments), online and
+        idempotent like ``PostgresEventStore.rotate_keys``; a thread's index digests are
+        recomputed under the new key with its envelope. Returns ``(rows, batches)``.
+        """
+        if self.sealer is None:
+            raise EncryptionUnavailable()
+        if batch_size <= 0:
+            raise ValueError("batch_size must be > 0")
+        sealer = self.sealer
+        current = sealer.current_key_id
+
+        def threads(conn: Conn) -> int:
+            rows = conn.execute(
+                "SELECT id, session_id, metadata_enc FROM comment_threads"
+                " WHERE key_id IS NOT NULL AND key_id <> %s ORDER BY key_id, id LIMIT %s"
+                " FOR UPDATE",
+                (current, batch_size),
+            ).fetchall()
+            ids, encs, idxs = [], [], []
+            for tid, sid, envelope in rows:
+                metadata, anchor = open_thread(sealer, sid, tid, envelope)
+                ids.append(tid)
+                encs.append(seal_thread(sealer, sid, tid, metadata, anchor))
+                # stored as text[]; a Postgres array literal keeps the unnest 1-dimensional
+                digests = metadata_digests(sealer, current, metadata, anchor)
+                idxs.append("{" + ",".join(digests) + "}")
+            if ids:
+                conn.execute(
+                    "UPDATE comment_threads t SET metadata_enc = u.enc,"
+                    " metadata_idx = u.idx::text[], key_id = %s"
+                    " FROM unnest(%s::text[], %s::bytea[], %s::text[]) AS u(id, enc, idx)"
+                    " WHERE t.id = u.id",
+                    (current, ids, encs, idxs),
+                )
+            return len(rows)
+
+        def comments(conn: Conn) -> int:
+            rows = conn.execute(
+                "SELECT id, session_id, body_enc FROM comments"
+                " WHERE key_id IS NOT NULL AND key_id <> %s ORDER BY key_id, id LIMIT %s"
+                " FOR UPDATE",
+                (current, batch_size),
+            ).fetchall()
+            ids = [cid for cid, _, _ in rows]
+            encs = [
+                seal_body(sealer, sid, cid, open_body(sealer, sid, cid, envelope))
+                for cid, sid, envelope in rows
+            ]
+            if ids:
+                conn.execute(
+                    "UPDATE comments c SET body_enc = u.enc, key_id = %s"
+                    " FROM unnest(%s::text[], %s::bytea[]) AS u(id, enc) WHERE c.id = u.id",
+                    (current, ids, encs),
+                )
+            return len(rows)
+
+        rotated = batches = 0
+        for batch in (threads, comments):
+            while done := await self._db.run_in_transaction(batch, idempotent=True):
+                rotated += done
+                batches += 1
+        return rotated, batches
+
+    async def count_needing_rotation(self) -> int:
+        """Sealed threads and comments not under the current key (0 without keys)."""
+        if self.sealer is None:
+            return 0
+        row = await self._db.fetch_one(
+            "SELECT (SELECT count(*) FROM comment_threads WHERE key_id IS NOT NULL"
+            " AND key_id <> %s) + (SELECT count(*) FROM comments WHERE key_id IS NOT NULL"
+            " AND key_id <> %s)",
+            (self.sealer.current_key_id, self.sealer.current_key_id),
+        )
+        return 0 if row is None else int(row[0])
