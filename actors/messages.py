@@ -87,6 +87,7 @@ class AppendEvent:
     data: JSON
     user_id: str
     reply: trio.MemorySendChannel[int | Exception]
+    sensitive: bool = False  # store the payload encrypted (when keys are configured)
 
 
 @attrs.frozen

@@ -178,7 +178,9 @@ class TandemNode:
         except MailboxClosed:
             pass
 
-    async def append_event(self, session_id: str, name: str, data: Any, user_id: str) -> int:
+    async def append_event(
+        self, session_id: str, name: str, data: Any, user_id: str, *, sensitive: bool = False
+    ) -> int:
         """Add a durable event to a session's stream from the server side; return its seq.
 
         Spawns the session actor if needed. Raises ``trio.TooSlowError`` when
@@ -187,7 +189,9 @@ class TandemNode:
         """
         send, receive = trio.open_memory_channel[int | Exception](1)
         with trio.fail_after(self.settings.mailbox_timeout):
-            await self.send_to_session(session_id, AppendEvent(name, data, user_id, send))
+            await self.send_to_session(
+                session_id, AppendEvent(name, data, user_id, send, sensitive)
+            )
         result = await receive.receive()
         if isinstance(result, Exception):
             raise result

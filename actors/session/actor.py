@@ -183,7 +183,14 @@ class SessionActor:
 
     def _append(self, message: AppendEvent, pending: _Pending) -> None:
         ts = normalize_ts(self._clock())
-        event = self._log.append(message.name, message.data, message.user_id, ts, durable=True)
+        event = self._log.append(
+            message.name,
+            message.data,
+            message.user_id,
+            ts,
+            durable=True,
+            sensitive=message.sensitive,
+        )
         pending.outgoing.append(event.encoded)
         pending.is_event.append(True)
         assert event.stored is not None

@@ -106,6 +106,13 @@ def _raw_rows(raw_sql: psycopg.Connection[Any]) -> tuple[list[Any], list[Any]]:
 
 
 def _assert_sealed(raw_sql: psycopg.Connection[Any], key_id: str) -> None:
+    # the stream's copies of threads and comments (thread:created, comment:*) are sealed too
+    events = raw_sql.execute(
+        "SELECT name, data::text, data_enc, key_id FROM session_events ORDER BY seq"
+    ).fetchall()
+    assert events and all(name.split(":")[0] in ("thread", "comment") for name, *_ in events)
+    for _, data, enc, kid in events:
+        assert data is None and enc is not None and kid == key_id
     threads, comments = _raw_rows(raw_sql)
     assert len(threads) == 2 and len(comments) == 3
     for _, metadata, anchor, enc, idx, kid in threads:
