@@ -41,7 +41,7 @@ class Inbox:
                 return reply
 
     async def events(self, session_id: str, until_seq: int) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         while not out or out[-1]["seq"] < until_seq:
             message = await self.next_of("event")
             if message["sessionId"] == session_id:
@@ -50,7 +50,7 @@ class Inbox:
 
     async def quiet(self, seconds: float = 1.0) -> list[dict[str, Any]]:
         """Everything that arrives within ``seconds``."""
-        got = []
+        got: list[dict[str, Any]] = []
         with trio.move_on_after(seconds):
             while True:
                 got.append(await self.next())
