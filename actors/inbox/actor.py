@@ -1,14 +1,16 @@
 """InboxActor: one user's notifications (``inbox:<user>``), grouped, stored, pushed live.
 
-The actor is the only writer of its user's inbox on this node, so grouping (read
-the open group, then bump it or add a new one) never races. Each notification is
-stored first, then pushed to every connected socket of the user (all tabs) and
+The actor is the only writer of its user's inbox on this node, so grouping (grow
+the open group, or add a new one) never races. A batch of queued occurrences is
+grouped here and stored in one statement (``NotificationStore.add_batch``). Each
+notification is stored first, then pushed to every connected socket of the user (all tabs) and
 handed to webhooks. A notification about a session the user can no longer read
 is dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -16,9 +18,13 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
-from actors.inbox.state import Incoming, group_key, groups_with, new_notification
+from actors.inbox.state import Incoming, group_key, new_notification
 from runtime.actor import BatchPolicy, Fail, run_batch_loop
-from runtime.gateways.notifications import NotificationRecord, NotificationStore
+from runtime.gateways.notifications import (
+    NotificationRecord,
+    NotificationStore,
+    merged_actors,
+)
 from runtime.mailbox import Mailbox
 
 logger = logging.getLogger(__name__)
@@ -38,6 +44,10 @@ InboxMessage = Deliver | Fail
 class InboxConfig:
     group_window: float = 300.0
     passivate_after: float = 300.0
+    #: Inbox writes in flight at once, across every inbox sharing the limiter (None: no
+    #: limit). Fewer writers leave database connections to the changes themselves, and
+    #: occurrences queue up meanwhile, so each write carries a bigger batch.
+    writers: trio.CapacityLimiter | None = None
 
 
 class InboxActor:
@@ -73,55 +83,54 @@ class InboxActor:
         return True  # nothing is kept between messages
 
     async def handle(self, batch: list[InboxMessage]) -> None:
-        # Occurrences of one group queued together are stored in one step (count += n):
-        # a busy thread costs its readers' inboxes one write per batch, not per comment.
-        runs: list[tuple[Deliver, int]] = []
+        # Every occurrence of one group in the batch becomes one record (count = n), and
+        # the whole batch is one store write: a busy thread costs each reader's inbox one
+        # statement per batch, however many comments it holds.
+        now = self._clock()
+        readable: dict[str, bool] = {}
+        runs: dict[object, list[Deliver]] = {}
         for message in batch:
             assert isinstance(message, Deliver)
-            last = runs[-1][0] if runs else None
-            if (
-                last is not None
-                and last.reply is None
-                and message.reply is None
-                and group_key(message.incoming) is not None
-                and group_key(message.incoming) == group_key(last.incoming)
-            ):
-                runs[-1] = (message, runs[-1][1] + 1)
-            else:
-                runs.append((message, 1))
-        for message, times in runs:
-            try:
-                record = await self._deliver(message.incoming, times)
-            except Exception as exc:
-                if message.reply is None:
-                    raise
-                message.reply.send_nowait(exc)
+            sid = message.incoming.session_id
+            if sid is not None and sid not in readable:
+                readable[sid] = await self._may_read(message.incoming.user_id, sid)
+            if sid is not None and not readable[sid]:
+                if message.reply is not None:
+                    message.reply.send_nowait(None)
                 continue
-            if message.reply is not None:
-                message.reply.send_nowait(record)
+            key = group_key(message.incoming)
+            runs.setdefault(object() if key is None else key, []).append(message)
+        if not runs:
+            return
+        fresh = [self._occurrences(run, now) for run in runs.values()]
+        window = self._config.group_window
+        try:
+            async with self._config.writers or contextlib.nullcontext():
+                stored, unread = await self._store.add_batch(
+                    self.user_id, fresh, now - window if window > 0 else None, now
+                )
+        except Exception as exc:
+            for run in runs.values():
+                for message in run:
+                    if message.reply is not None:
+                        message.reply.send_nowait(exc)
+            if any(m.reply is None for run in runs.values() for m in run):
+                raise
+            return
+        for run, record in zip(runs.values(), stored, strict=True):
+            await self._pushed(record, unread)
+            for message in run:
+                if message.reply is not None:
+                    message.reply.send_nowait(record)
 
-    async def _deliver(self, incoming: Incoming, times: int = 1) -> NotificationRecord | None:
-        if incoming.session_id is not None and not await self._may_read(
-            incoming.user_id, incoming.session_id
-        ):
-            return None
-        now = self._clock()
-        key = group_key(incoming)
-        existing = None
-        if key is not None and self._config.group_window > 0:
-            existing = await self._store.find_group(
-                incoming.user_id, key, now - self._config.group_window
-            )
-        if existing is not None and groups_with(existing, now, self._config.group_window):
-            record = await self._store.bump(
-                existing.id, incoming.actor_id, incoming.data, now, times=times
-            )
-        else:
-            fresh = new_notification(incoming, f"nt_{secrets.token_hex(8)}", now)
-            record = await self._store.insert(attrs.evolve(fresh, count=times))
-        unread = await self._store.unread_count(incoming.user_id)
-        await self._pushed(record, unread)
-        return record
+    def _occurrences(self, run: list[Deliver], now: float) -> NotificationRecord:
+        """One new record standing for every occurrence of a group in the batch."""
+        last = run[-1].incoming
+        actors: tuple[str, ...] = ()
+        for message in run:
+            actors = merged_actors(actors, message.incoming.actor_id)
+        fresh = new_notification(last, f"nt_{secrets.token_hex(8)}", now)
+        return attrs.evolve(fresh, count=len(run), actor_ids=actors)
 
 
 __all__ = ["Deliver", "InboxActor", "InboxConfig", "InboxMessage"]

@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 JSON = Any
 #: Unread notifications sent right after `welcome`.
 CONNECT_LATEST = 20
+#: Notices waiting for the fan-out task before a change waits for it (backpressure).
+FANOUT_QUEUE = 10_000
 
 
 @attrs.frozen
@@ -82,6 +84,7 @@ class Collaboration:
         inbox_config = InboxConfig(
             group_window=getattr(settings, "notification_group_window", 300.0),
             passivate_after=settings.passivate_after,
+            writers=trio.CapacityLimiter(getattr(settings, "notification_writers", 4)),
         )
         self.inbox_kind: ActorKind[Mailbox[InboxMessage]] = ActorKind(
             "inbox",
@@ -122,6 +125,7 @@ class Collaboration:
         WebhooksApi(node, self).register(node.http)
         node.sessions.on_member_change.append(self._member_changed)
         self._nursery: trio.Nursery | None = None
+        self._fanout_send, self._fanout_recv = trio.open_memory_channel[Notice](FANOUT_QUEUE)
 
     async def start(self, root: Supervisor, nursery: trio.Nursery) -> None:
         self._nursery = nursery
@@ -136,6 +140,7 @@ class Collaboration:
         except Exception as exc:  # the delivery task retries; endpoints load on next start
             logger.warning("could not load webhook endpoints: %s", exc)
         nursery.start_soon(self.webhooks.run)
+        nursery.start_soon(self._fan_out)
 
     def status(self) -> dict[str, JSON]:
         return self.webhooks.status()
@@ -155,6 +160,25 @@ class Collaboration:
         return result
 
     async def _notice(self, notice: Notice) -> None:
+        """Queue a change's notifications; the fan-out task hands them to the inboxes.
+
+        The change is already stored and its event appended: its author does not
+        wait for a hundred inbox writes. Only a queue of ``FANOUT_QUEUE`` notices
+        makes it wait (backpressure); before ``start`` they are delivered inline.
+        """
+        if self._nursery is None:
+            await self._hand_out(notice)
+            return
+        try:
+            self._fanout_send.send_nowait(notice)
+        except trio.WouldBlock:
+            await self._fanout_send.send(notice)
+
+    async def _fan_out(self) -> None:
+        async for notice in self._fanout_recv:
+            await self._hand_out(notice)
+
+    async def _hand_out(self, notice: Notice) -> None:
         for user_id in notice.user_ids:
             incoming = Incoming(
                 user_id=user_id,

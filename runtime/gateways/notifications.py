@@ -78,6 +78,18 @@ class NotificationStore(Protocol):
     ) -> NotificationRecord:
         """``times`` more occurrences: count + times, actor appended, data replaced, new ``pos``."""
 
+    async def add_batch(
+        self, user_id: str, records: Sequence[NotificationRecord], since: float | None, at: float
+    ) -> tuple[list[NotificationRecord], int]:
+        """Store a batch of occurrences for one user; returns them as stored and the unread count.
+
+        Each record is ``count`` occurrences of one group (group keys distinct within a
+        batch; None never groups). A record whose group has an unread notification touched
+        at or after ``since`` (None: never) grows it: count + n, its ``actor_ids`` appended
+        (latest ``MAX_ACTORS`` kept), data replaced, ``updated_at = at``, a new ``pos``;
+        any other is inserted as it is.
+        """
+
     async def list(
         self, user_id: str, *, before: int | None, limit: int, unread_only: bool
     ) -> list[NotificationRecord]:
@@ -130,6 +142,32 @@ class MemoryNotificationStore:
         )
         self._items[n.id] = n
         return n
+
+    async def add_batch(
+        self, user_id: str, records: Sequence[NotificationRecord], since: float | None, at: float
+    ) -> tuple[list[NotificationRecord], int]:
+        out = []
+        for record in records:
+            existing = None
+            if since is not None and record.group_key is not None:
+                existing = await self.find_group(user_id, record.group_key, since)
+            if existing is None:
+                out.append(await self.insert(record))
+                continue
+            actors = existing.actor_ids
+            for actor in record.actor_ids:
+                actors = merged_actors(actors, actor)
+            grown = attrs.evolve(
+                existing,
+                count=existing.count + record.count,
+                actor_ids=actors,
+                data=normalize(record.data),
+                updated_at=at,
+                pos=next(self._pos),
+            )
+            self._items[grown.id] = grown
+            out.append(grown)
+        return out, await self.unread_count(user_id)
 
     async def list(
         self, user_id: str, *, before: int | None, limit: int, unread_only: bool
@@ -189,6 +227,44 @@ def _record(row: Row) -> NotificationRecord:
         read_at=read,
         pos=int(pos),
     )
+
+
+_BATCH_ROW = (
+    "(%s::int, %s::text, %s::text, %s::text, %s::text, %s::text, %s::text[], %s::jsonb, %s::int)"
+)
+_RETURNED = (
+    "n.id, n.user_id, n.kind, n.group_key, n.session_id, n.thread_id, n.actor_ids, n.data::text,"
+    " n.count, n.created_at, n.updated_at, n.read_at, n.pos"
+)
+# One statement for a whole inbox batch: grow each occurrence's open group (unread,
+# touched since the window began), insert the others, and count the unread, which is
+# the count before the statement (its snapshot) plus the rows it inserted.
+_ADD_BATCH = (
+    "WITH input (ord, id, kind, group_key, session_id, thread_id, actor_ids, data, count)"
+    " AS (VALUES {values}),"
+    " open AS (SELECT DISTINCT ON (n.group_key) n.id, n.group_key FROM notifications n"
+    "  WHERE n.user_id = %s AND n.read_at IS NULL AND n.updated_at >= %s::double precision"
+    "  AND n.group_key IN (SELECT group_key FROM input WHERE group_key IS NOT NULL)"
+    "  ORDER BY n.group_key, n.pos DESC),"
+    " grown AS (UPDATE notifications n SET count = n.count + i.count,"
+    "  actor_ids = (SELECT coalesce(array_agg(a ORDER BY last), '{{}}') FROM"
+    "   (SELECT a, max(o) AS last FROM unnest(n.actor_ids || i.actor_ids) WITH ORDINALITY t(a, o)"
+    f"    GROUP BY a ORDER BY max(o) DESC LIMIT {MAX_ACTORS}) latest),"
+    "  data = i.data, updated_at = %s,"
+    "  pos = nextval(pg_get_serial_sequence('notifications', 'pos'))"
+    "  FROM open o JOIN input i ON i.group_key = o.group_key WHERE n.id = o.id"
+    "  RETURNING i.ord, " + _RETURNED + "),"
+    " added AS (INSERT INTO notifications (id, user_id, kind, group_key, session_id, thread_id,"
+    "  actor_ids, data, count, created_at, updated_at, read_at)"
+    "  SELECT i.id, %s, i.kind, i.group_key, i.session_id, i.thread_id, i.actor_ids, i.data,"
+    "  i.count, %s, %s, NULL FROM input i"
+    "  WHERE i.group_key IS NULL OR i.group_key NOT IN (SELECT group_key FROM open)"
+    "  ORDER BY i.ord RETURNING *)"
+    " SELECT r.*, (SELECT count(*) FROM notifications WHERE user_id = %s AND read_at IS NULL)"
+    "  + (SELECT count(*) FROM added) FROM ("
+    "  SELECT * FROM grown UNION ALL"
+    "  SELECT i.ord, " + _RETURNED + " FROM added n JOIN input i ON i.id = n.id) r ORDER BY r.ord"
+)
 
 
 class PostgresNotificationStore:
@@ -257,6 +333,23 @@ class PostgresNotificationStore:
             return _record(updated)
 
         return await self._db.run_in_transaction(work)
+
+    async def add_batch(
+        self, user_id: str, records: Sequence[NotificationRecord], since: float | None, at: float
+    ) -> tuple[list[NotificationRecord], int]:
+        if not records:
+            return [], await self.unread_count(user_id)
+        values: list[Any] = []
+        for ord_, r in enumerate(records):
+            check_text(r.id, r.user_id, r.kind, *r.actor_ids)
+            values += [ord_, r.id, r.kind, r.group_key, r.session_id, r.thread_id]
+            values += [list(r.actor_ids[-MAX_ACTORS:]), encode_json(r.data), r.count]
+        rows = await self._db.fetch_all(
+            _ADD_BATCH.format(values=", ".join([_BATCH_ROW] * len(records))),
+            (*values, user_id, since, at, user_id, at, at, user_id),
+        )
+        stored = [_record(row[1:-1]) for row in rows]
+        return stored, int(rows[0][-1])
 
     async def list(
         self, user_id: str, *, before: int | None, limit: int, unread_only: bool
