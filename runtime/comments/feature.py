@@ -8,6 +8,7 @@ delivery task in the node's nursery.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -113,7 +114,10 @@ class Collaboration:
         )
         self.comments = CommentService(
             self.stores.comments,
-            append=node.append_event,
+            # With keys configured, the copies of comments in the event log are sealed too.
+            append=functools.partial(
+                node.append_event, sensitive=sealer_from_settings(settings) is not None
+            ),
             published=self._session_event,
             notify=self._notice,
             limits=node.limits,
