@@ -7,6 +7,7 @@ does the rest, so batching and passivation behave the same everywhere.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Protocol, TypeVar
 
 import attrs
@@ -41,8 +42,10 @@ class BatchPolicy:
     wider windows cost latency, so they are used only when they buy throughput.
     Under load means the previous batch held at least ``widen_at`` messages, or
     handling it kept the actor busy for at least ``widen_busy`` of the time
-    since it last became idle (handling time / (handling + idle wait)) — a
-    session fanning out to 1,000 members is loaded with one message per batch.
+    since it last became idle: the thread's CPU time while handling over the
+    wall time of idle wait + handling. A session fanning out to 1,000 members
+    is loaded with one message per batch; CPU time (not wall time) keeps a
+    handler that was merely preempted on a busy machine from counting as load.
     """
 
     max_batch: int = 512
@@ -75,8 +78,9 @@ async def run_batch_loop(
     cancelled is lost with the actor.
     """
     last_size = 0
-    busy = 0.0  # share of the last cycle spent handling (idle wait + handling)
+    busy = 0.0  # CPU spent handling the last batch / wall time of its cycle (idle + handling)
     clock = trio.current_time
+    cpu = time.thread_time
     idle_since = clock()
     while True:
         first: Any = None
@@ -114,10 +118,11 @@ async def run_batch_loop(
                     await handler.handle(batch[:i])
                 raise InjectedFailure(message.reason)
         started = clock()
+        cpu_started = cpu()
         await handler.handle(batch)
         idle_since = clock()
-        handling = idle_since - started
-        busy = handling / (handling + idle) if handling > 0 else 0.0
+        cycle = idle + (idle_since - started)
+        busy = (cpu() - cpu_started) / cycle if cycle > 0 else 0.0  # 0 under a MockClock
 
 
 def _drain_into(batch: list[Any], mailbox: Mailbox[Any], limit: int) -> None:

@@ -57,7 +57,7 @@ class Settings:
         512, "most messages a session handles (and events it flushes) at once"
     )
     batch_delay: float = _setting(
-        0.005, "extra wait to widen a batch, used only under load (seconds; 0: never)"
+        0.010, "extra wait to widen a batch, used only under load (seconds; 0: never)"
     )
     memory_retention: int = _setting(1000, "events per session kept in memory for fast resume")
     passivate_after: float = _setting(300.0, "seconds an idle actor lives before it is stopped")
