@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import trio
 from wsproto import WSConnection
-from wsproto.connection import ConnectionState, ConnectionType
+from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -77,7 +77,7 @@ class ClientConnection:
         self.close_code: int | None = None
         self.last_seen = trio.current_time()
         self.opened_at = self.last_seen
-        self._ws = WSConnection(ConnectionType.SERVER)
+        self._ws: WSConnection | Connection = WSConnection(ConnectionType.SERVER)
         self._outbox: Outbox | None = None
         self._reader_scope = trio.CancelScope()
         self.messages_in = 0
@@ -125,6 +125,7 @@ class ClientConnection:
         connection's sessions always hear that it left — also when the server
         is cancelling everything.
         """
+        assert isinstance(self._ws, WSConnection)
         self._ws.initiate_upgrade_connection(headers, target)
         for event in self._ws.events():
             assert isinstance(event, Request)
@@ -137,6 +138,10 @@ class ClientConnection:
                 on_broken=self._broken,
             )
             self._outbox.write(self._ws.send(AcceptConnection()))
+            # Keep only the WebSocket protocol state: the finished HTTP handshake (an h11
+            # connection, the request and its headers) is ~3 KB per connection otherwise.
+            assert self._ws.connection is not None
+            self._ws = self._ws.connection
             on_open(self)
             try:
                 with self._reader_scope:
