@@ -57,6 +57,27 @@ class ConnectionLimits:
 class ClientConnection:
     """A WebSocket client. Implements ``actors.messages.Peer``."""
 
+    # One per client: slots keep an idle connection small (docs/performance.md).
+    __slots__ = (
+        "_on_text",
+        "_outbox",
+        "_partial",
+        "_partial_bytes",
+        "_reader_scope",
+        "_ws",
+        "close_code",
+        "closed",
+        "id",
+        "identity",
+        "joined",
+        "last_seen",
+        "limits",
+        "messages_in",
+        "opened_at",
+        "roles",
+        "wire",
+    )
+
     def __init__(
         self,
         conn_id: str,
@@ -81,6 +102,8 @@ class ClientConnection:
         self._outbox: Outbox | None = None
         self._reader_scope = trio.CancelScope()
         self.messages_in = 0
+        self._partial: list[str] | None = None  # a fragmented message being reassembled
+        self._partial_bytes = 0
 
     # -- Peer ---------------------------------------------------------------------
 
@@ -199,9 +222,6 @@ class ClientConnection:
                 pass
             if self.closed:
                 return
-
-    _partial: list[str] | None = None
-    _partial_bytes = 0
 
     async def _text(self, event: TextMessage) -> None:
         chunk = event.data
