@@ -13,6 +13,7 @@ import itertools
 import logging
 import secrets
 import socket
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -147,7 +148,9 @@ class SocketGateway:
             if refusal is not None:
                 await reject_upgrade(wire, refusal)
                 return
-            await self._serve_websocket(wire, upgrade.headers, upgrade.target, upgrade.leftover)
+            conn, leftover, opened, closed = self._prepare_websocket(wire, upgrade)
+            del upgrade  # the request's headers are not kept for the connection's lifetime
+            await conn.run(leftover, on_open=opened, on_close=closed)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
@@ -178,11 +181,17 @@ class SocketGateway:
             )
         return None
 
-    async def _serve_websocket(
-        self, wire: Wire, headers: list[tuple[bytes, bytes]], target: str, leftover: bytes
-    ) -> None:
+    def _prepare_websocket(
+        self, wire: Wire, upgrade: Upgrade
+    ) -> tuple[
+        ClientConnection,
+        bytes,
+        Callable[[ClientConnection], None],
+        Callable[[ClientConnection], Awaitable[None]],
+    ]:
+        """The connection for an accepted upgrade, with its open and close callbacks."""
         conn_id = f"{self._node.node_id}-{next(self._ids)}"
-        identity, problem = self._identity_from_target(target, conn_id)
+        identity, problem = self._identity_from_target(upgrade.target, conn_id)
         bind_connection(conn_id, identity.user_id if identity else None)
         conn = ClientConnection(
             conn_id,
@@ -191,6 +200,7 @@ class SocketGateway:
             limits=self._conn_limits,
             on_text=self._node.dispatcher.on_text,
         )
+        conn.accept_upgrade(upgrade.headers, upgrade.target)
 
         def opened(conn: ClientConnection) -> None:
             self.connections[conn.id] = conn
@@ -227,7 +237,7 @@ class SocketGateway:
                 self._emptied.set()
             await self._node.dispatcher.disconnected(conn)
 
-        await conn.run(headers, target, leftover, on_open=opened, on_close=closed)
+        return conn, upgrade.leftover, opened, closed
 
     def _identity_from_target(
         self, target: str, conn_id: str

@@ -133,25 +133,27 @@ class ClientConnection:
 
     # -- lifecycle ----------------------------------------------------------------
 
+    def accept_upgrade(self, headers: list[tuple[bytes, bytes]], target: str) -> None:
+        """Take the HTTP upgrade request; the caller may drop the headers afterwards."""
+        assert isinstance(self._ws, WSConnection)
+        self._ws.initiate_upgrade_connection(headers, target)
+        for event in self._ws.events():
+            assert isinstance(event, Request)
+
     async def run(
         self,
-        headers: list[tuple[bytes, bytes]],
-        target: str,
         leftover: bytes,
         *,
         on_open: Callable[[ClientConnection], None],
         on_close: Callable[[ClientConnection], Awaitable[None]],
     ) -> None:
-        """Accept the upgrade and serve the connection until it ends.
+        """Accept the upgrade (see :meth:`accept_upgrade`) and serve until the connection ends.
 
         ``on_close`` runs once at the end, shielded with a bound, so the
         connection's sessions always hear that it left — also when the server
         is cancelling everything.
         """
         assert isinstance(self._ws, WSConnection)
-        self._ws.initiate_upgrade_connection(headers, target)
-        for event in self._ws.events():
-            assert isinstance(event, Request)
         async with trio.open_nursery() as nursery:
             self._outbox = Outbox(
                 self.wire,
