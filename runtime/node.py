@@ -106,6 +106,8 @@ class TandemNode:
             wall_clock=wall_clock,
         )
         self.audit_log: AuditSink | None = None
+        # Extra /status sections by name (the Redis gateway's health in cluster mode).
+        self.status_hooks: dict[str, Callable[[], Any]] = {}
         self.gateway = SocketGateway(self)
         sessions.on_member_change.append(self._member_changed)
         session_config = SessionConfig(
@@ -357,4 +359,5 @@ class TandemNode:
             **self.observer.status(),  # alerts, slowest mailboxes, scheduler lag
             "webhooks": self.collab.status(),
             "settings": public_view(self.settings),
+            **{name: hook() for name, hook in self.status_hooks.items()},
         }
