@@ -20,6 +20,7 @@ import attrs
 import orjson
 import trio
 
+from runtime.cluster.cluster import open_cluster
 from runtime.comments.feature import CollabStores, postgres_collab_stores
 from runtime.config import Settings
 from runtime.gateways.audit_log import AuditLog, MemoryAuditLog, PostgresAuditLog
@@ -157,6 +158,7 @@ async def open_node(
                 open_redis_gateway(settings.redis_url, pool_size=settings.redis_pool)
             )
             node.status_hooks["redis"] = lambda: attrs.asdict(redis.health())
+            await stack.enter_async_context(open_cluster(node, redis))
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             try:

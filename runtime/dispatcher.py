@@ -136,7 +136,7 @@ class Dispatcher:
         for kind in route.rate:
             assert conn.identity is not None
             key = conn.id if kind is Kind.EVENT_PER_CONNECTION else conn.identity.user_id
-            wait = self._rates.retry_after(kind, key)
+            wait = await self._rates.check(kind, key)
             if wait:
                 conn.send(
                     wire.error(

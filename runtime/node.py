@@ -297,6 +297,11 @@ class TandemNode:
 
     # -- security events ------------------------------------------------------------
 
+    def member_changed(self, session_id: str, user_id: str) -> None:
+        """A membership changed (here, or on another node of the cluster)."""
+        if self._nursery is not None:
+            self._member_changed(session_id, user_id)
+
     def _member_changed(self, session_id: str, user_id: str) -> None:
         """A membership changed through Tandem: re-check that user's live connections now."""
         assert self._nursery is not None
@@ -306,6 +311,11 @@ class TandemNode:
 
     async def session_deleted(self, session_id: str) -> None:
         """An archived session: everyone connected to it leaves at once."""
+        await self.kick_deleted(session_id)
+        await self.audit("session.deleted", "api", session_id, {})
+
+    async def kick_deleted(self, session_id: str) -> None:
+        """Everyone connected here to an archived session leaves (no audit: see above)."""
         for conn in list(self.connections.values()):
             if session_id in conn.joined:
                 conn.joined.discard(session_id)
@@ -317,7 +327,6 @@ class TandemNode:
                         )
                     except (MailboxClosed, SpawnFailed):
                         pass
-        await self.audit("session.deleted", "api", session_id, {})
 
     async def audit(self, action: str, actor: str, target: str, details: dict[str, Any]) -> None:
         """Record a security-relevant action in the audit log, when one is configured."""
