@@ -123,14 +123,7 @@ class TandemNode:
         self.session_kind: ActorKind[Mailbox[SessionMessage]] = ActorKind(
             "session",
             lambda: Mailbox(settings.mailbox_size),
-            lambda sid, mailbox: SessionActor(
-                sid,
-                mailbox,
-                store=store,
-                presence=lambda: self.presence_mailbox(sid),
-                config=session_config,
-                clock=wall_clock,
-            ),
+            lambda sid, mailbox: self.make_session_actor(sid, mailbox),
             self.sessions_supervisor,
         )
         self.presence_kind: ActorKind[CoalescingMailbox[str, PresenceMessage]] = ActorKind(
@@ -144,6 +137,13 @@ class TandemNode:
             ),
             self.presence_supervisor,
         )
+        self.session_config = session_config
+        # Cluster mode replaces this with an owner-or-relay actor (runtime/cluster/sessions.py).
+        self.make_session_actor: Callable[[str, Mailbox[SessionMessage]], Any] = (
+            self.local_session_actor
+        )
+        # Cluster mode: route a presence update elsewhere (True: handled).
+        self.presence_router: Callable[[str, ClientConnection, Any], bool] | None = None
         self.registry.add_kind(self.session_kind)
         self.registry.add_kind(self.presence_kind)
         self.http.add("GET", "/healthz", self._healthz)
@@ -164,6 +164,22 @@ class TandemNode:
         self.collab = Collaboration(self, collab)
 
     # -- actors -------------------------------------------------------------------
+
+    def local_session_actor(
+        self,
+        session_id: str,
+        mailbox: Mailbox[SessionMessage],
+        on_frame: Callable[[bytes], None] | None = None,
+    ) -> SessionActor:
+        return SessionActor(
+            session_id,
+            mailbox,
+            store=self.store,
+            presence=lambda: self.presence_mailbox(session_id),
+            config=self.session_config,
+            clock=self.wall_clock,
+            on_frame=on_frame,
+        )
 
     async def send_to_session(self, session_id: str, message: object) -> None:
         await self.registry.send(self.session_kind, session_id, message)

@@ -11,6 +11,7 @@ import trio
 from runtime.cluster.bus import ClusterBus
 from runtime.cluster.invalidation import Invalidation
 from runtime.cluster.rates import RedisBuckets
+from runtime.cluster.sessions import ClusterSessions
 from runtime.gateways.redis import RedisGateway
 
 if TYPE_CHECKING:
@@ -27,12 +28,15 @@ class Cluster:
         self.bus = ClusterBus(redis, prefix)
         node.rates.shared = RedisBuckets(redis, prefix)
         self.invalidation = Invalidation(node, self.bus)
+        self.sessions = ClusterSessions(node, redis, self.bus)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.bus.run_publisher)
             nursery.start_soon(self.bus.run_dispatcher)
+            nursery.start_soon(self.sessions.run_requests)
             await self.invalidation.start()
+            await self.sessions.start()
             task_status.started()
 
 

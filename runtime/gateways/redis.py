@@ -227,7 +227,7 @@ class RedisGateway:
                 event = self._confirmed.get(channel)
                 if event is not None:
                     event.set()
-            elif kind == "message" and channel != self._control:
+            elif kind == "message" and channel in self._channels:  # not unsubscribed since
                 await self._send.send((channel, message["data"]))
             self._ok = True
 

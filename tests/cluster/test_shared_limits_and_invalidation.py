@@ -44,6 +44,7 @@ async def test_membership_change_on_a_applies_on_b_within_1s(
     ) as (a, b):
         await a.node.sessions.create("doc")
         await a.node.sessions.add_member("doc", "alice", "editor")
+        await trio.sleep(0.3)  # let B see (and act on) that invalidation first
         async with b.websocket(token=b.token("alice")) as wb:
             ib = Inbox(wb)
             with trio.fail_after(10):
