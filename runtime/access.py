@@ -8,11 +8,13 @@ clock. The dispatcher is its only caller: permissions are checked in one place.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import trio
 
 from runtime.gateways.sessions import CachedSessionRepository
 from runtime.security.permissions import Role, role_for
-from runtime.security.ratelimit import Kind, RateLimiter, RateLimits
+from runtime.security.ratelimit import Kind, Rate, RateLimiter, RateLimits
 from runtime.security.tokens import Identity
 
 
@@ -34,11 +36,38 @@ class SessionAccess:
         return role_for(identity, session_id, stored, self.default_access)
 
 
+#: Kinds keyed by who (user, IP) rather than by a connection: shared across a cluster.
+SHARED_KINDS = frozenset({Kind.CONNECT_PER_IP, Kind.EVENT_PER_USER, Kind.COMMENT_PER_USER})
+
+
+class SharedBuckets(Protocol):
+    async def take(self, kind: Kind, key: str, rate: Rate, cost: float) -> float | None:
+        """Charge a bucket every node shares: the wait (0.0: allowed), None if unavailable."""
+
+
 class RateGate:
-    """Token buckets on trio's clock (so limits are testable on a MockClock)."""
+    """Token buckets on trio's clock (so limits are testable on a MockClock).
+
+    In cluster mode ``shared`` holds the per-user and per-IP buckets
+    (:data:`SHARED_KINDS`) for every node; per-connection buckets stay local.
+    """
 
     def __init__(self, limits: RateLimits | None) -> None:
         self._limiter = RateLimiter(limits) if limits is not None else None
+        self.shared: SharedBuckets | None = None
+
+    async def check(self, kind: Kind, key: str, cost: float = 1.0) -> float:
+        """Like :meth:`retry_after`, through the shared bucket for shared kinds.
+
+        Without Redis (down, or single-node mode) this node's own bucket decides.
+        """
+        if self._limiter is None:
+            return 0.0
+        if self.shared is not None and kind in SHARED_KINDS:
+            wait = await self.shared.take(kind, key, self._limiter.limits.for_kind(kind), cost)
+            if wait is not None:
+                return wait
+        return self.retry_after(kind, key, cost)
 
     def retry_after(self, kind: Kind, key: str, cost: float = 1.0) -> float:
         """0.0 when allowed (and counted), else the seconds until it would be."""

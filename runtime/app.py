@@ -1,6 +1,7 @@
 """Assembling a node from settings: its stores, its token verifier, its secret.
 
 Used by ``tandem serve`` and by the test kit, so both run the same wiring.
+With ``TANDEM_REDIS_URL`` the node joins a cluster through Redis (``runtime/cluster/``).
 With ``TANDEM_DATABASE_URL`` the stores are PostgreSQL through the pooled
 gateway; without it an embedded PostgreSQL runs in ``TANDEM_DATA_DIR`` — one
 SQL dialect and one code path everywhere. Migrations run at start.
@@ -19,6 +20,7 @@ import attrs
 import orjson
 import trio
 
+from runtime.cluster.cluster import open_cluster
 from runtime.comments.feature import CollabStores, postgres_collab_stores
 from runtime.config import Settings
 from runtime.gateways.audit_log import AuditLog, MemoryAuditLog, PostgresAuditLog
@@ -27,6 +29,7 @@ from runtime.gateways.encryption import sealer_from_settings
 from runtime.gateways.memory import MemoryEventStore, MemorySessionRepository, MemoryState
 from runtime.gateways.migrate import migrate
 from runtime.gateways.postgres import PostgresEventStore, PostgresSessionRepository
+from runtime.gateways.redis import open_redis_gateway
 from runtime.gateways.sessions import CachedSessionRepository, SessionRepository
 from runtime.gateways.store import EventStore
 from runtime.node import TandemNode
@@ -150,6 +153,12 @@ async def open_node(
             collab=stores.collab,
         )
         node.audit_log = stores.audit
+        if settings.redis_url:
+            redis = await stack.enter_async_context(
+                open_redis_gateway(settings.redis_url, pool_size=settings.redis_pool)
+            )
+            node.status_hooks["redis"] = lambda: attrs.asdict(redis.health())
+            await stack.enter_async_context(open_cluster(node, redis))
         async with trio.open_nursery() as nursery:
             await nursery.start(node.run)
             try:

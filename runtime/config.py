@@ -40,6 +40,9 @@ class Settings:
     jwt_leeway: float = _setting(30.0, "clock skew allowed on exp/nbf/iat (seconds)")
     database_url: str | None = _setting(None, "PostgreSQL URL; unset: embedded store in DATA_DIR")
     redis_url: str | None = _setting(None, "Redis URL for cluster mode")
+    redis_prefix: str = _setting("tandem:", "prefix of every Redis key and channel (one cluster)")
+    redis_pool: int = _setting(16, "Redis connections per node (and worker threads waiting)")
+    session_lease: float = _setting(3.0, "cluster mode: seconds a session owner's lease lasts")
     data_dir: str = _setting(str(Path.home() / ".tandem"), "where embedded state lives")
     presence_timeout: float = _setting(
         15.0, "seconds without a sign of life before a client is dropped"

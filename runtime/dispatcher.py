@@ -136,7 +136,7 @@ class Dispatcher:
         for kind in route.rate:
             assert conn.identity is not None
             key = conn.id if kind is Kind.EVENT_PER_CONNECTION else conn.identity.user_id
-            wait = self._rates.retry_after(kind, key)
+            wait = await self._rates.check(kind, key)
             if wait:
                 conn.send(
                     wire.error(
@@ -316,9 +316,13 @@ class Dispatcher:
     async def _post_presence(
         self, conn: ClientConnection, session_id: str, state: Any, ref: wire.Ref
     ) -> None:
+        update = SetPresence(state, at=trio.current_time())
+        router = self._node.presence_router
+        if router is not None and router(session_id, conn, update):
+            return  # cluster mode: the session's owner is another node
         try:
             mailbox = await self._node.presence_mailbox(session_id)
-            mailbox.post(conn.id, SetPresence(state, at=trio.current_time()))
+            mailbox.post(conn.id, update)
         except (MailboxClosed, SpawnFailed):
             conn.send(wire.error(ErrorCode.OVERLOADED, "presence is restarting; retry", ref))
 

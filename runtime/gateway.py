@@ -144,7 +144,7 @@ class SocketGateway:
             )
             if upgrade is None or not self._node.accepting:
                 return
-            refusal = self._refuse_upgrade(wire, upgrade)
+            refusal = await self._refuse_upgrade(wire, upgrade)
             if refusal is not None:
                 await reject_upgrade(wire, refusal)
                 return
@@ -156,7 +156,7 @@ class SocketGateway:
         finally:
             wire.close()
 
-    def _refuse_upgrade(self, wire: Wire, upgrade: Upgrade) -> HttpResponse | None:
+    async def _refuse_upgrade(self, wire: Wire, upgrade: Upgrade) -> HttpResponse | None:
         """Origin check for browsers and the connect rate per IP, before the handshake."""
         origin = next(
             (v.decode("latin-1") for k, v in upgrade.headers if k.lower() == b"origin"), None
@@ -172,7 +172,7 @@ class SocketGateway:
             if origin.split("://", 1)[-1] != host:  # same-origin pages are always welcome
                 return error_response(403, "forbidden", f"origin {origin!r} is not allowed")
         ip = wire.peer.rsplit(":", 1)[0]
-        wait = self._node.rates.retry_after(Kind.CONNECT_PER_IP, ip)
+        wait = await self._node.rates.check(Kind.CONNECT_PER_IP, ip)
         if wait:
             return HttpResponse(
                 429,

@@ -106,6 +106,8 @@ class TandemNode:
             wall_clock=wall_clock,
         )
         self.audit_log: AuditSink | None = None
+        # Extra /status sections by name (the Redis gateway's health in cluster mode).
+        self.status_hooks: dict[str, Callable[[], Any]] = {}
         self.gateway = SocketGateway(self)
         sessions.on_member_change.append(self._member_changed)
         session_config = SessionConfig(
@@ -121,14 +123,7 @@ class TandemNode:
         self.session_kind: ActorKind[Mailbox[SessionMessage]] = ActorKind(
             "session",
             lambda: Mailbox(settings.mailbox_size),
-            lambda sid, mailbox: SessionActor(
-                sid,
-                mailbox,
-                store=store,
-                presence=lambda: self.presence_mailbox(sid),
-                config=session_config,
-                clock=wall_clock,
-            ),
+            lambda sid, mailbox: self.make_session_actor(sid, mailbox),
             self.sessions_supervisor,
         )
         self.presence_kind: ActorKind[CoalescingMailbox[str, PresenceMessage]] = ActorKind(
@@ -142,6 +137,13 @@ class TandemNode:
             ),
             self.presence_supervisor,
         )
+        self.session_config = session_config
+        # Cluster mode replaces this with an owner-or-relay actor (runtime/cluster/sessions.py).
+        self.make_session_actor: Callable[[str, Mailbox[SessionMessage]], Any] = (
+            self.local_session_actor
+        )
+        # Cluster mode: route a presence update elsewhere (True: handled).
+        self.presence_router: Callable[[str, ClientConnection, Any], bool] | None = None
         self.registry.add_kind(self.session_kind)
         self.registry.add_kind(self.presence_kind)
         self.http.add("GET", "/healthz", self._healthz)
@@ -162,6 +164,22 @@ class TandemNode:
         self.collab = Collaboration(self, collab)
 
     # -- actors -------------------------------------------------------------------
+
+    def local_session_actor(
+        self,
+        session_id: str,
+        mailbox: Mailbox[SessionMessage],
+        on_frame: Callable[[bytes], None] | None = None,
+    ) -> SessionActor:
+        return SessionActor(
+            session_id,
+            mailbox,
+            store=self.store,
+            presence=lambda: self.presence_mailbox(session_id),
+            config=self.session_config,
+            clock=self.wall_clock,
+            on_frame=on_frame,
+        )
 
     async def send_to_session(self, session_id: str, message: object) -> None:
         await self.registry.send(self.session_kind, session_id, message)
@@ -299,6 +317,11 @@ class TandemNode:
 
     # -- security events ------------------------------------------------------------
 
+    def member_changed(self, session_id: str, user_id: str) -> None:
+        """A membership changed (here, or on another node of the cluster)."""
+        if self._nursery is not None:
+            self._member_changed(session_id, user_id)
+
     def _member_changed(self, session_id: str, user_id: str) -> None:
         """A membership changed through Tandem: re-check that user's live connections now."""
         assert self._nursery is not None
@@ -308,6 +331,11 @@ class TandemNode:
 
     async def session_deleted(self, session_id: str) -> None:
         """An archived session: everyone connected to it leaves at once."""
+        await self.kick_deleted(session_id)
+        await self.audit("session.deleted", "api", session_id, {})
+
+    async def kick_deleted(self, session_id: str) -> None:
+        """Everyone connected here to an archived session leaves (no audit: see above)."""
         for conn in list(self.connections.values()):
             if session_id in conn.joined:
                 conn.joined.discard(session_id)
@@ -319,7 +347,6 @@ class TandemNode:
                         )
                     except (MailboxClosed, SpawnFailed):
                         pass
-        await self.audit("session.deleted", "api", session_id, {})
 
     async def audit(self, action: str, actor: str, target: str, details: dict[str, Any]) -> None:
         """Record a security-relevant action in the audit log, when one is configured."""
@@ -361,4 +388,5 @@ class TandemNode:
             **self.observer.status(),  # alerts, slowest mailboxes, scheduler lag
             "webhooks": self.collab.status(),
             "settings": public_view(self.settings),
+            **{name: hook() for name, hook in self.status_hooks.items()},
         }

@@ -76,8 +76,11 @@ class SessionActor:
         presence: Callable[[], Awaitable[CoalescingMailbox[str, Any]]],
         config: SessionConfig,
         clock: Callable[[], float] = time.time,
+        on_frame: Callable[[bytes], None] | None = None,
     ) -> None:
         self.session_id = session_id
+        # Cluster mode: every broadcast payload also goes to the other nodes' relays.
+        self._on_frame = on_frame
         self._mailbox = mailbox
         self._store = store
         self._presence_mailbox = presence  # the presence actor's mailbox, spawning it if needed
@@ -85,6 +88,7 @@ class SessionActor:
         self._clock = clock
         self._log = SessionLog(session_id, memory_limit=config.memory_retention)
         self._members: dict[str, Peer] = {}
+        self._local: dict[str, Peer] = {}  # members this node writes to (not remote ones)
         self._participants: dict[str, Any] = {}  # mirror of presence, for `session:joined`
 
     # -- lifecycle ----------------------------------------------------------------
@@ -204,6 +208,7 @@ class SessionActor:
         if peer.id in self._members:
             # A repeated join is a resume request on a live membership.
             self._members.pop(peer.id)
+            self._local.pop(peer.id, None)
         replay = self._log.replay(message.since, has_store=True)
         stored: list[StoredEvent] = []
         after, until = replay.store_after, replay.store_until
@@ -218,6 +223,8 @@ class SessionActor:
                     replay = attrs.evolve(replay, reset=True)  # trimmed meanwhile
                     stored = []
         self._members[peer.id] = peer
+        if not getattr(peer, "remote", False):
+            self._local[peer.id] = peer
         peer.send(
             wire.joined(
                 self.session_id,
@@ -240,6 +247,7 @@ class SessionActor:
         await self._post_presence(peer.id, Track(peer.user_id, peer.name))
 
     async def _leave(self, message: LeaveSession) -> None:
+        self._local.pop(message.peer.id, None)
         if self._members.pop(message.peer.id, None) is None:
             if message.reply:
                 message.peer.send(
@@ -293,14 +301,16 @@ class SessionActor:
         if pending.outgoing:
             frame = SharedFrame(encode_batch(pending.outgoing))
             gone = []
-            for peer in self._members.values():
+            for peer in self._local.values():
                 if peer.closed:
                     gone.append(peer)
                 else:
                     peer.send_shared(frame)
             metrics.FRAMES_FLUSHED.inc()
             metrics.EVENTS_PER_FRAME.observe(len(pending.outgoing))
-            metrics.FANOUT.inc(len(self._members) - len(gone))
+            metrics.FANOUT.inc(len(self._local) - len(gone))
+            if self._on_frame is not None:
+                self._on_frame(frame.payload)
             if pending.published_at:  # publish-to-delivery: handed to every member's outbox
                 now = trio.current_time()
                 for enqueued_at in pending.published_at:
@@ -329,6 +339,7 @@ class SessionActor:
         for peer in self._members.values():
             peer.session_lost(self.session_id, reason)
         self._members.clear()
+        self._local.clear()
 
     def status(self) -> dict[str, Any]:
         return {"members": len(self._members), "seq": self._log.seq}

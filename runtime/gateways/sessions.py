@@ -101,12 +101,15 @@ class CachedSessionRepository:
         self.deleted: TTLCache[bool] = TTLCache(session_ttl)
         # Called after a membership change, so live connections re-check at once.
         self.on_member_change: list[Callable[[str, str], None]] = []
+        # Called after a session's record changed (created, metadata, deleted), for peers.
+        self.on_session_change: list[Callable[[str], None]] = []
 
     async def create(self, session_id: str, metadata: JSON = None) -> SessionRecord:
         self.sessions.drop(session_id)
         self.deleted.drop(session_id)
         record = await self.inner.create(session_id, metadata)
         self.sessions.put(session_id, record)
+        self._session_changed(session_id)
         return record
 
     async def get(self, session_id: str, *, include_deleted: bool = False) -> SessionRecord | None:
@@ -142,6 +145,7 @@ class CachedSessionRepository:
             return await self.inner.update_metadata(session_id, metadata)
         finally:
             self.sessions.drop(session_id)  # a read racing the write may have cached the old one
+            self._session_changed(session_id)
 
     async def soft_delete(self, session_id: str) -> bool:
         self.sessions.drop(session_id)
@@ -151,6 +155,7 @@ class CachedSessionRepository:
             self.sessions.drop(session_id)
             self.deleted.drop(session_id)
             self.roles.drop_where(lambda key: key[0] == session_id)
+            self._session_changed(session_id)
 
     async def add_member(self, session_id: str, user_id: str, role: str) -> MemberRecord:
         try:
@@ -174,6 +179,16 @@ class CachedSessionRepository:
         role = await self.inner.get_member_role(session_id, user_id)
         self.roles.put((session_id, user_id), role)
         return role
+
+    def forget_session(self, session_id: str) -> None:
+        """Drop everything cached about a session (it changed elsewhere)."""
+        self.sessions.drop(session_id)
+        self.deleted.drop(session_id)
+        self.roles.drop_where(lambda key: key[0] == session_id)
+
+    def _session_changed(self, session_id: str) -> None:
+        for callback in self.on_session_change:
+            callback(session_id)
 
     def _member_changed(self, session_id: str, user_id: str) -> None:
         self.roles.drop((session_id, user_id))

@@ -1,0 +1,1 @@
+"""Cluster mode: several Tandem nodes sharing Redis and PostgreSQL (docs/architecture.md)."""

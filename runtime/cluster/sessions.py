@@ -1,0 +1,405 @@
+"""Cross-node sessions: one owner per session by lease; relays elsewhere.
+
+The node holding ``owner:<S>`` (``SET NX PX session_lease``, renewed every
+third of it) runs the authoritative SessionActor: seqs, persistence, presence,
+fan-out. It publishes every flushed frame on ``session:<S>``. Any other node
+with members in S runs a :class:`Relay` for S: it subscribes to that channel
+first, forwards its clients' requests to the owner's node channel, and writes
+the owner's frames to its members. The owner answers a remote member (join
+reply, replay, acks, errors) on the member's node channel. A node reads all
+its channels on ONE Redis connection, so replies and frames arrive in the
+order the owner published them: a join's replay and the live stream meet
+without gap or duplicate, exactly as on one node.
+
+A relay that finds the lease gone takes it and becomes the owner (rehydrating
+from the store: its head is authoritative, no seq is reused); its members are
+told ``session:left`` with reason ``restart`` and rejoin with ``since``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import trio
+
+from actors.messages import (
+    AppendEvent,
+    GetParticipants,
+    JoinSession,
+    LeaveSession,
+    PublishEvent,
+    SessionMessage,
+    SetPresence,
+)
+from runtime.actor import Fail, InjectedFailure
+from runtime.cluster.bus import ClusterBus, envelope, open_envelope
+from runtime.gateways.redis import RedisGateway, RedisUnavailable
+from runtime.mailbox import Mailbox, MailboxClosed
+from runtime.protocol.codec import encode
+from runtime.protocol.frames import SharedFrame
+from runtime.registry import SpawnFailed
+from runtime.transport.connection import ClientConnection
+
+if TYPE_CHECKING:
+    from runtime.node import TandemNode
+
+logger = logging.getLogger(__name__)
+
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class RemotePeer:
+    """A member connected to another node, as the owner's SessionActor sees it."""
+
+    remote = True
+
+    def __init__(self, bus: ClusterBus, node: str, conn_id: str, user_id: str, name: str) -> None:
+        self._bus = bus
+        self._channel = bus.name(f"node:{node}")
+        self.node = node
+        self.id = conn_id
+        self.user_id = user_id
+        self.name = name
+        self.closed = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        self._bus.publish(self._channel, envelope({"t": "msg", "c": self.id}, encode(message)))
+
+    def send_shared(self, frame: SharedFrame) -> None:
+        self._bus.publish(self._channel, envelope({"t": "frame", "c": self.id}, frame.payload))
+
+    def session_lost(self, session_id: str, reason: str) -> None:
+        self._bus.publish(
+            self._channel, envelope({"t": "lost", "c": self.id, "s": session_id, "r": reason})
+        )
+
+
+class ClusterSessions:
+    """Owner leases, relays and the request/reply routing of one node."""
+
+    def __init__(self, node: TandemNode, redis: RedisGateway, bus: ClusterBus) -> None:
+        self.node = node
+        self.redis = redis
+        self.bus = bus
+        self.lease_ms = int(node.settings.session_lease * 1000)
+        self.relays: dict[str, Relay] = {}
+        self.peers: dict[str, RemotePeer] = {}
+        self.channel = bus.name(f"node:{node.node_id}")
+        self._requests, self._incoming = trio.open_memory_channel[dict[str, Any]](65536)
+        node.make_session_actor = self.make_actor
+        node.presence_router = self.route_presence
+
+    def owner_key(self, session_id: str) -> str:
+        return self.bus.name(f"owner:{session_id}")
+
+    def session_channel(self, session_id: str) -> str:
+        return self.bus.name(f"session:{session_id}")
+
+    async def start(self) -> None:
+        await self.bus.listen(self.channel, self._received)
+
+    def make_actor(self, session_id: str, mailbox: Mailbox[SessionMessage]) -> ClusteredSession:
+        return ClusteredSession(self, session_id, mailbox)
+
+    # -- routing ------------------------------------------------------------------
+
+    def forward(self, owner: str, header: dict[str, Any]) -> None:
+        header["t"] = "req"
+        header["n"] = self.node.node_id
+        self.bus.publish(self.bus.name(f"node:{owner}"), envelope(header))
+
+    def route_presence(self, session_id: str, conn: ClientConnection, update: SetPresence) -> bool:
+        relay = self.relays.get(session_id)
+        if relay is None or relay.owner is None:
+            return False
+        self.forward(
+            relay.owner, {"op": "presence", "s": session_id, "c": conn.id, "st": update.state}
+        )
+        return True
+
+    def _received(self, data: bytes) -> None:
+        header, payload = open_envelope(data)
+        kind = header["t"]
+        if kind == "req":
+            try:
+                self._requests.send_nowait(header)
+            except trio.WouldBlock:
+                logger.error("cluster: request queue full, request dropped")
+            return
+        conn = self.node.connections.get(str(header["c"]))
+        if conn is None:
+            return
+        if kind == "msg":
+            message = orjson.loads(payload)
+            if message.get("type") == "session:joined":
+                relay = self.relays.get(message["sessionId"])
+                if relay is not None:
+                    relay.members[conn.id] = conn  # live frames from here on
+            conn.send(message)
+        elif kind == "frame":
+            conn.send_shared(SharedFrame(payload))
+        elif kind == "lost":
+            session_id = str(header["s"])
+            relay = self.relays.get(session_id)
+            if relay is not None:
+                relay.members.pop(conn.id, None)
+            conn.session_lost(session_id, str(header["r"]))
+
+    async def run_requests(self) -> None:
+        """Requests from other nodes' relays, handled in arrival order."""
+        async for header in self._incoming:
+            session_id = str(header["s"])
+            conn_id = str(header["c"])
+            op = header["op"]
+            if op == "join":
+                peer = self.peers.get(conn_id)
+                if peer is None or peer.closed:
+                    peer = RemotePeer(
+                        self.bus, str(header["n"]), conn_id, str(header["u"]), str(header["nm"])
+                    )
+                    self.peers[conn_id] = peer
+                message: object = JoinSession(peer, header.get("since"), header.get("ref"))
+            elif op == "presence":
+                try:
+                    mailbox = await self.node.presence_mailbox(session_id)
+                    mailbox.post(conn_id, SetPresence(header.get("st")))
+                except (MailboxClosed, SpawnFailed):
+                    pass  # presence heals with the next update
+                continue
+            else:
+                peer = self.peers.get(conn_id)
+                if peer is None:
+                    continue
+                if op == "leave":
+                    message = LeaveSession(peer, header.get("ref"), reply=bool(header["reply"]))
+                else:
+                    message = PublishEvent(
+                        peer,
+                        str(header["name"]),
+                        header.get("data"),
+                        bool(header["durable"]),
+                        header.get("ref"),
+                        sensitive=bool(header.get("sensitive", False)),
+                    )
+            with trio.move_on_after(self.node.settings.mailbox_timeout):
+                try:
+                    await self.node.send_to_session(session_id, message)
+                except Exception as exc:
+                    logger.warning("cluster: request for %s failed: %r", session_id, exc)
+
+    # -- leases -------------------------------------------------------------------
+
+    async def acquire(self, session_id: str) -> str | None:
+        """This node's id if it owns (or now took) the lease, else the owner's (None: unknown)."""
+        me = self.node.node_id
+        if await self.redis.set(self.owner_key(session_id), me, px=self.lease_ms, nx=True):
+            return me
+        owner = await self.redis.get(self.owner_key(session_id))
+        return None if owner is None else owner.decode()
+
+    async def renew(self, session_id: str) -> bool:
+        result = await self.redis.eval(
+            RENEW, [self.owner_key(session_id)], [self.node.node_id, self.lease_ms]
+        )
+        return bool(result)
+
+    async def release(self, session_id: str) -> None:
+        try:
+            await self.redis.eval(RELEASE, [self.owner_key(session_id)], [self.node.node_id])
+        except RedisUnavailable:
+            pass  # it expires
+
+
+class ClusteredSession:
+    """The registry's actor for a session in cluster mode: the owner, or a relay."""
+
+    def __init__(
+        self, cluster: ClusterSessions, session_id: str, mailbox: Mailbox[SessionMessage]
+    ) -> None:
+        self.cluster = cluster
+        self.session_id = session_id
+        self.mailbox = mailbox
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        status: trio.TaskStatus[None] = task_status
+        while True:
+            owner = await self.cluster.acquire(self.session_id)
+            if owner == self.cluster.node.node_id:
+                await self._own(status)
+                return
+            relay = Relay(self.cluster, self.session_id, self.mailbox, owner)
+            if not await relay.run(status):
+                return  # passivated or shut down
+            status = trio.TASK_STATUS_IGNORED
+
+    async def _own(self, task_status: trio.TaskStatus[None]) -> None:
+        cluster = self.cluster
+        channel = cluster.session_channel(self.session_id)
+        actor = cluster.node.local_session_actor(
+            self.session_id, self.mailbox, on_frame=lambda p: cluster.bus.publish(channel, p)
+        )
+        lost = False
+        try:
+            async with trio.open_nursery() as nursery:
+
+                async def renew() -> None:
+                    nonlocal lost
+                    while True:
+                        await trio.sleep(cluster.lease_ms / 3000)
+                        try:
+                            if await cluster.renew(self.session_id):
+                                continue
+                        except RedisUnavailable:
+                            continue  # keep serving; the store's seq check guards a split
+                        lost = True
+                        nursery.cancel_scope.cancel()
+
+                nursery.start_soon(renew)
+                await actor.run(task_status=task_status)
+                nursery.cancel_scope.cancel()
+        finally:
+            if lost:
+                actor._abandon_members("restart")
+            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                await cluster.release(self.session_id)
+
+
+class Relay:
+    """Forwards local members' requests to the owner and writes its frames to them."""
+
+    def __init__(
+        self,
+        cluster: ClusterSessions,
+        session_id: str,
+        mailbox: Mailbox[SessionMessage],
+        owner: str | None,
+    ) -> None:
+        self.cluster = cluster
+        self.session_id = session_id
+        self.mailbox = mailbox
+        self.owner = owner
+        self.members: dict[str, ClientConnection] = {}
+        self.token = secrets.token_hex(4)
+
+    def _frame(self, payload: bytes) -> None:
+        frame = SharedFrame(payload)
+        for conn in list(self.members.values()):
+            if conn.closed:
+                self.members.pop(conn.id, None)
+            else:
+                conn.send_shared(frame)
+
+    def _abandon(self, reason: str) -> None:
+        for conn in self.members.values():
+            conn.session_lost(self.session_id, reason)
+        self.members.clear()
+
+    async def run(self, task_status: trio.TaskStatus[None]) -> bool:
+        """True when the owner went away (try to take over), False when done."""
+        cluster = self.cluster
+        channel = cluster.session_channel(self.session_id)
+        cluster.relays[self.session_id] = self
+        cluster.bus.on_reconnect.append(self._reconnected)
+        try:
+            await cluster.bus.listen(channel, self._frame)
+            task_status.started()
+            check = cluster.lease_ms / 3000
+            idle_since = trio.current_time()
+            while True:
+                message: SessionMessage | None = None
+                with trio.move_on_after(check):
+                    try:
+                        message = await self.mailbox.receive()
+                    except trio.EndOfChannel:
+                        self._abandon("shutdown")
+                        return False
+                if message is not None:
+                    idle_since = trio.current_time()
+                    self._handle(message)
+                    continue
+                owner = await cluster.redis.get(cluster.owner_key(self.session_id))
+                if owner is None or owner.decode() != self.owner:
+                    self._abandon("restart")
+                    return True
+                if (
+                    not self.members
+                    and self.mailbox.depth == 0
+                    and trio.current_time() - idle_since >= cluster.node.settings.passivate_after
+                ):
+                    self.mailbox.close()
+                    return False
+        finally:
+            cluster.bus.on_reconnect.remove(self._reconnected)
+            if cluster.relays.get(self.session_id) is self:
+                del cluster.relays[self.session_id]
+            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                await cluster.bus.unlisten(channel)
+
+    def _reconnected(self) -> None:
+        # Frames published while the subscription was down are lost: members resume.
+        self._abandon("restart")
+
+    def _handle(self, message: SessionMessage) -> None:
+        assert self.owner is not None
+        sid = self.session_id
+        if isinstance(message, JoinSession):
+            conn = message.peer
+            self.members.pop(conn.id, None)  # joined again: live once the owner answers
+            self.cluster.forward(
+                self.owner,
+                {
+                    "op": "join",
+                    "s": sid,
+                    "c": conn.id,
+                    "u": conn.user_id,
+                    "nm": conn.name,
+                    "since": message.since,
+                    "ref": message.ref,
+                },
+            )
+        elif isinstance(message, LeaveSession):
+            self.members.pop(message.peer.id, None)
+            self.cluster.forward(
+                self.owner,
+                {
+                    "op": "leave",
+                    "s": sid,
+                    "c": message.peer.id,
+                    "ref": message.ref,
+                    "reply": message.reply,
+                },
+            )
+        elif isinstance(message, PublishEvent):
+            self.cluster.forward(
+                self.owner,
+                {
+                    "op": "publish",
+                    "s": sid,
+                    "c": message.peer.id,
+                    "name": message.name,
+                    "data": message.data,
+                    "durable": message.durable,
+                    "ref": message.ref,
+                    "sensitive": message.sensitive,
+                },
+            )
+        elif isinstance(message, GetParticipants):
+            message.reply.send_nowait([])  # known limitation: ask the owner's node
+        elif isinstance(message, AppendEvent):
+            message.reply.send_nowait(RuntimeError("append on the owner's node"))
+        elif isinstance(message, Fail):
+            raise InjectedFailure(message.reason)
