@@ -136,10 +136,13 @@ async def open_test_server(
     """
     with tempfile.TemporaryDirectory(prefix="tandem-test-") as data_dir:
         # Rate limits are off unless a test asks for them: bursts are how tests drive load.
+        # The adaptive batching window is off too: it reacts to real CPU time, which a
+        # MockClock does not control, so with it a test's batches would vary run to run.
         values: dict[str, Any] = {
             "data_dir": data_dir,
             "port": 0 if real_socket else -1,
             "rate_limits": "off",
+            "batch_delay": 0.0,
         }
         values.update(overrides)
         settings = Settings(**values)
