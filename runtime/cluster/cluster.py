@@ -12,7 +12,7 @@ from runtime.cluster.bus import ClusterBus
 from runtime.cluster.invalidation import Invalidation
 from runtime.cluster.rates import RedisBuckets
 from runtime.cluster.sessions import ClusterSessions
-from runtime.gateways.redis import RedisGateway
+from runtime.gateways.redis import RedisGateway, RedisUnavailable
 
 if TYPE_CHECKING:
     from runtime.node import TandemNode
@@ -35,6 +35,12 @@ class Cluster:
             nursery.start_soon(self.bus.run_publisher)
             nursery.start_soon(self.bus.run_dispatcher)
             nursery.start_soon(self.sessions.run_requests)
+            try:
+                await self.sessions.heartbeat_once()  # alive before anything is forwarded
+            except RedisUnavailable:
+                pass  # the heartbeat task keeps trying
+            nursery.start_soon(self.sessions.run_heartbeat)
+            nursery.start_soon(self.sessions.run_node_watch)
             await self.invalidation.start()
             await self.sessions.start()
             task_status.started()

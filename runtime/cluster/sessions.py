@@ -14,6 +14,12 @@ without gap or duplicate, exactly as on one node.
 A relay that finds the lease gone takes it and becomes the owner (rehydrating
 from the store: its head is authoritative, no seq is reused); its members are
 told ``session:left`` with reason ``restart`` and rejoin with ``since``.
+
+Every node also holds a node lease, ``alive:<node>`` (``SET PX node_lease``,
+renewed every third of it; ``node_lease`` is half of ``presence_timeout``).
+The owner knows which node each remote member lives on; when that node's
+lease is gone, the owner makes those members leave (presence untracks them),
+so a dead node's users leave presence everywhere within ``presence_timeout``.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ class RemotePeer:
         self.user_id = user_id
         self.name = name
         self.closed = False
+        self.joined: set[str] = set()  # sessions (owned here) this member is in
 
     def send(self, message: dict[str, Any]) -> None:
         self._bus.publish(self._channel, envelope({"t": "msg", "c": self.id}, encode(message)))
@@ -96,6 +103,7 @@ class ClusterSessions:
         self.redis = redis
         self.bus = bus
         self.lease_ms = int(node.settings.session_lease * 1000)
+        self.node_lease_ms = max(int(node.settings.presence_timeout * 500), 300)
         self.relays: dict[str, Relay] = {}
         self.peers: dict[str, RemotePeer] = {}
         self.channel = bus.name(f"node:{node.node_id}")
@@ -108,6 +116,9 @@ class ClusterSessions:
 
     def session_channel(self, session_id: str) -> str:
         return self.bus.name(f"session:{session_id}")
+
+    def alive_key(self, node_id: str) -> str:
+        return self.bus.name(f"alive:{node_id}")
 
     async def start(self) -> None:
         await self.bus.listen(self.channel, self._received)
@@ -172,6 +183,7 @@ class ClusterSessions:
                         self.bus, str(header["n"]), conn_id, str(header["u"]), str(header["nm"])
                     )
                     self.peers[conn_id] = peer
+                peer.joined.add(session_id)
                 message: object = JoinSession(peer, header.get("since"), header.get("ref"))
             elif op == "presence":
                 try:
@@ -185,6 +197,7 @@ class ClusterSessions:
                 if peer is None:
                     continue
                 if op == "leave":
+                    peer.joined.discard(session_id)
                     message = LeaveSession(peer, header.get("ref"), reply=bool(header["reply"]))
                 else:
                     message = PublishEvent(
@@ -201,7 +214,55 @@ class ClusterSessions:
                 except Exception as exc:
                     logger.warning("cluster: request for %s failed: %r", session_id, exc)
 
-    # -- leases -------------------------------------------------------------------
+    # -- node leases --------------------------------------------------------------
+
+    async def heartbeat_once(self) -> None:
+        key = self.alive_key(self.node.node_id)
+        await self.redis.set(key, b"alive", px=self.node_lease_ms)
+
+    async def run_heartbeat(self) -> None:
+        """Keep this node's lease alive (the first renewal happened before start)."""
+        while True:
+            await trio.sleep(self.node_lease_ms / 3000)
+            try:
+                await self.heartbeat_once()
+            except RedisUnavailable:
+                continue
+
+    async def run_node_watch(self) -> None:
+        """Drop the remote members of nodes whose lease expired (they died)."""
+        while True:
+            await trio.sleep(self.node_lease_ms / 3000)
+            nodes = {peer.node for peer in self.peers.values()}
+            for node_id in nodes:
+                try:
+                    alive = await self.redis.get(self.alive_key(node_id))
+                except RedisUnavailable:
+                    break  # cannot tell: drop nobody
+                if alive is None:
+                    await self.drop_node(node_id)
+
+    async def drop_node(self, node_id: str) -> None:
+        """Every member on ``node_id`` leaves the sessions owned here (its presence goes)."""
+        gone = [peer for peer in self.peers.values() if peer.node == node_id]
+        logger.warning("cluster: node %s lease expired; dropping %d members", node_id, len(gone))
+        for peer in gone:
+            del self.peers[peer.id]
+            peer.closed = True
+            for session_id in sorted(peer.joined):
+                # If the node is alive after all (a long Redis outage), its member rejoins.
+                peer.session_lost(session_id, "restart")
+                mailbox = self.node.registry.lookup(self.node.session_kind, session_id)
+                if mailbox is None or session_id in self.relays:
+                    continue  # not owned here (any more): nothing to leave
+                with trio.move_on_after(self.node.settings.mailbox_timeout):
+                    try:
+                        await mailbox.send(LeaveSession(peer, None, reply=False))
+                    except MailboxClosed:
+                        pass
+            peer.joined.clear()
+
+    # -- session leases -----------------------------------------------------------
 
     async def acquire(self, session_id: str) -> str | None:
         """This node's id if it owns (or now took) the lease, else the owner's (None: unknown)."""
