@@ -15,7 +15,7 @@ from runtime.api.guard import api_guard
 from runtime.gateways.memory import MemberRecord, SessionExists, SessionNotFound, SessionRecord
 from runtime.http import HttpRequest, HttpResponse, HttpRouter, error_response, json_response
 from runtime.protocol.codec import DecodeError, decode_body
-from runtime.protocol.messages import FieldError
+from runtime.protocol.messages import FieldError, id_validator
 from runtime.security.validation import valid_id
 
 if TYPE_CHECKING:
@@ -30,9 +30,7 @@ def _role(_: object, attribute: attrs.Attribute[str], value: str) -> None:
         raise FieldError(attribute, f"must be one of {', '.join(ROLES)}")
 
 
-def _id(_: object, attribute: attrs.Attribute[str], value: str) -> None:
-    if not valid_id(value):
-        raise FieldError(attribute, "must be 1-128 characters of [A-Za-z0-9_.:@-]")
+_id = id_validator
 
 
 def _metadata(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:

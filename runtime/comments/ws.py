@@ -17,10 +17,9 @@ from runtime.comments.model import CommentError, ThreadFilter
 from runtime.dispatcher import Route
 from runtime.protocol import messages as wire
 from runtime.protocol.codec import register_client_type
-from runtime.protocol.messages import FieldError, Ref
+from runtime.protocol.messages import FieldError, Ref, id_validator, ref_validator
 from runtime.security.permissions import Op, Role
 from runtime.security.ratelimit import Kind
-from runtime.security.validation import valid_id
 from runtime.transport.connection import ClientConnection
 
 if TYPE_CHECKING:
@@ -29,14 +28,13 @@ if TYPE_CHECKING:
 JSON = Any
 
 
-def _id(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if value is not None and not valid_id(value):
-        raise FieldError(attribute, "must be 1-128 characters of [A-Za-z0-9_.:@-]")
+_ref = ref_validator
 
 
-def _ref(_: object, attribute: attrs.Attribute[Ref], value: Ref) -> None:
-    if isinstance(value, str) and len(value) > 64:
-        raise FieldError(attribute, "must be at most 64 characters")
+def _id(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """The protocol's id rule; None passes (a comment's optional parent)."""
+    if value is not None:
+        id_validator(instance, attribute, value)
 
 
 def _limit(_: object, attribute: attrs.Attribute[int], value: int) -> None:

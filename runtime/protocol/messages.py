@@ -27,7 +27,8 @@ class FieldError(ValueError):
         super().__init__(message)
 
 
-def _id(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+def id_validator(_: object, attribute: attrs.Attribute[str], value: str) -> None:
+    """attrs validator: an id of 1-128 characters of ``[A-Za-z0-9_.:@-]``."""
     if not valid_id(value):
         raise FieldError(attribute, "must be 1-128 characters of [A-Za-z0-9_.:@-]")
 
@@ -47,50 +48,51 @@ def _object(_: object, attribute: attrs.Attribute[JSON], value: JSON) -> None:
         raise FieldError(attribute, "must be a JSON object")
 
 
-def _ref(_: object, attribute: attrs.Attribute[Ref], value: Ref) -> None:
+def ref_validator(_: object, attribute: attrs.Attribute[Ref], value: Ref) -> None:
+    """attrs validator: a request ``ref`` of at most 64 characters."""
     if isinstance(value, str) and len(value) > 64:
         raise FieldError(attribute, "must be at most 64 characters")
 
 
 @attrs.frozen
 class Join:
-    session_id: str = attrs.field(validator=_id)
+    session_id: str = attrs.field(validator=id_validator)
     since: int | None = attrs.field(default=None, validator=_non_negative)
-    ref: Ref = attrs.field(default=None, validator=_ref)
+    ref: Ref = attrs.field(default=None, validator=ref_validator)
 
 
 @attrs.frozen
 class Leave:
-    session_id: str = attrs.field(validator=_id)
-    ref: Ref = attrs.field(default=None, validator=_ref)
+    session_id: str = attrs.field(validator=id_validator)
+    ref: Ref = attrs.field(default=None, validator=ref_validator)
 
 
 @attrs.frozen
 class PresenceUpdate:
-    session_id: str = attrs.field(validator=_id)
+    session_id: str = attrs.field(validator=id_validator)
     state: JSON = attrs.field(validator=_object)
-    ref: Ref = attrs.field(default=None, validator=_ref)
+    ref: Ref = attrs.field(default=None, validator=ref_validator)
 
 
 @attrs.frozen
 class Publish:
-    session_id: str = attrs.field(validator=_id)
+    session_id: str = attrs.field(validator=id_validator)
     name: str = attrs.field(validator=_event_name)
     data: JSON = None
     durable: bool = True  # False: ephemeral (cursor moves): acked at once, never persisted
     sensitive: bool = False  # True: the payload is stored encrypted (when keys are configured)
-    ref: Ref = attrs.field(default=None, validator=_ref)
+    ref: Ref = attrs.field(default=None, validator=ref_validator)
 
 
 @attrs.frozen
 class Ping:
-    ref: Ref = attrs.field(default=None, validator=_ref)
+    ref: Ref = attrs.field(default=None, validator=ref_validator)
 
 
 @attrs.frozen
 class Auth:
     token: str
-    ref: Ref = attrs.field(default=None, validator=_ref)
+    ref: Ref = attrs.field(default=None, validator=ref_validator)
 
 
 @attrs.frozen
@@ -98,7 +100,7 @@ class AuthRefresh:
     """A fresh token for the same user, sent before the current one expires."""
 
     token: str
-    ref: Ref = attrs.field(default=None, validator=_ref)
+    ref: Ref = attrs.field(default=None, validator=ref_validator)
 
 
 ClientMessage = Join | Leave | PresenceUpdate | Publish | Ping | Auth | AuthRefresh
