@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from runtime.security.proxies import TrustedProxies
 from runtime.security.ratelimit import Kind, Rate, RateLimits
 
 
@@ -87,6 +88,10 @@ class Settings:
     allowed_origins: str = _setting(
         "*",
         "Origins browsers may connect from, comma-separated (`*`: any)",
+    )
+    trusted_proxies: str = _setting(
+        "",
+        "reverse proxies (addresses or CIDRs, comma-separated) whose X-Forwarded-For is believed",
     )
     api_key: str | None = _setting(
         None, "bearer key for the /v1 HTTP API (required in production)", secret=True
@@ -210,6 +215,10 @@ def validate(settings: Settings) -> None:
     if settings.effective_default_access not in ("none", "viewer", "commenter", "editor"):
         raise ConfigError("default_access must be none, viewer, commenter or editor")
     parse_rate_limits(settings.rate_limits)
+    try:
+        TrustedProxies.parse(settings.trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError(f"trusted_proxies: {exc}") from None
     from runtime.gateways.encryption import keyring_from_settings  # raises ConfigError
 
     keyring_from_settings(settings)

@@ -187,7 +187,7 @@ class Dispatcher:
         except AuthError as exc:
             await self._node.audit(
                 "auth.failed",
-                conn.wire.peer,
+                conn.address,
                 "connection",
                 {"code": exc.code, "connection": conn.id},
             )

@@ -23,6 +23,7 @@ from runtime.http import HttpRequest, HttpResponse, HttpRouter, error_response
 from runtime.observability.logs import bind_connection
 from runtime.protocol import messages as wire_messages
 from runtime.protocol.errors import CloseCode
+from runtime.security.proxies import TrustedProxies, peer_host
 from runtime.security.ratelimit import Kind
 from runtime.security.tokens import AuthError, Identity, guest_identity
 from runtime.transport.connection import ClientConnection, ConnectionLimits
@@ -53,6 +54,7 @@ class SocketGateway:
         self._allowed_origins = {
             o.strip() for o in settings.allowed_origins.split(",") if o.strip()
         }
+        self._proxies = TrustedProxies.parse(settings.trusted_proxies)
 
     async def close_all(self, code: int, reason: str) -> None:
         """Close every connection and wait until all are gone (bound it at the call site)."""
@@ -141,14 +143,23 @@ class SocketGateway:
                 wire,
                 (router or self._node.http).dispatch,
                 idle_timeout=self._node.settings.presence_timeout,
+                client_address=self._client_address,
             )
             if upgrade is None or not self._node.accepting:
                 return
-            refusal = await self._refuse_upgrade(wire, upgrade)
+            address = self._proxies.client_address(
+                peer_host(wire.peer),
+                [
+                    v.decode("latin-1")
+                    for k, v in upgrade.headers
+                    if k.lower() == b"x-forwarded-for"
+                ],
+            )
+            refusal = await self._refuse_upgrade(upgrade, address)
             if refusal is not None:
                 await reject_upgrade(wire, refusal)
                 return
-            conn, leftover, opened, closed = self._prepare_websocket(wire, upgrade)
+            conn, leftover, opened, closed = self._prepare_websocket(wire, upgrade, address)
             del upgrade  # the request's headers are not kept for the connection's lifetime
             await conn.run(leftover, on_open=opened, on_close=closed)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -156,7 +167,10 @@ class SocketGateway:
         finally:
             wire.close()
 
-    async def _refuse_upgrade(self, wire: Wire, upgrade: Upgrade) -> HttpResponse | None:
+    def _client_address(self, peer: str, forwarded_for: list[str]) -> str:
+        return self._proxies.client_address(peer_host(peer), forwarded_for)
+
+    async def _refuse_upgrade(self, upgrade: Upgrade, address: str) -> HttpResponse | None:
         """Origin check for browsers and the connect rate per IP, before the handshake."""
         origin = next(
             (v.decode("latin-1") for k, v in upgrade.headers if k.lower() == b"origin"), None
@@ -171,8 +185,7 @@ class SocketGateway:
             )
             if origin.split("://", 1)[-1] != host:  # same-origin pages are always welcome
                 return error_response(403, "forbidden", f"origin {origin!r} is not allowed")
-        ip = wire.peer.rsplit(":", 1)[0]
-        wait = await self._node.rates.check(Kind.CONNECT_PER_IP, ip)
+        wait = await self._node.rates.check(Kind.CONNECT_PER_IP, address)
         if wait:
             return HttpResponse(
                 429,
@@ -182,7 +195,7 @@ class SocketGateway:
         return None
 
     def _prepare_websocket(
-        self, wire: Wire, upgrade: Upgrade
+        self, wire: Wire, upgrade: Upgrade, address: str
     ) -> tuple[
         ClientConnection,
         bytes,
@@ -199,6 +212,7 @@ class SocketGateway:
             identity=identity,
             limits=self._conn_limits,
             on_text=self._node.dispatcher.on_text,
+            address=address,
         )
         conn.accept_upgrade(upgrade.headers, upgrade.target)
 

@@ -65,6 +65,7 @@ class ClientConnection:
         "_partial_bytes",
         "_reader_scope",
         "_ws",
+        "address",
         "close_code",
         "closed",
         "id",
@@ -86,9 +87,12 @@ class ClientConnection:
         identity: Identity | None,
         limits: ConnectionLimits,
         on_text: Callable[[ClientConnection, str], Awaitable[None]],
+        address: str | None = None,
     ) -> None:
         self.id = conn_id
         self.wire = wire
+        # The client's address: the socket peer, or what a trusted proxy says it saw.
+        self.address = address if address is not None else wire.peer
         self.identity = identity
         self.limits = limits
         self._on_text = on_text
@@ -297,7 +301,7 @@ class ClientConnection:
         return {
             "id": self.id,
             "userId": self.user_id,
-            "peer": self.wire.peer,
+            "peer": self.address,
             "sessions": len(self.joined),
             "queuedBytes": self.outbound_queued,
         }
