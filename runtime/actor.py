@@ -46,12 +46,27 @@ class BatchPolicy:
     wall time of idle wait + handling. A session fanning out to 1,000 members
     is loaded with one message per batch; CPU time (not wall time) keeps a
     handler that was merely preempted on a busy machine from counting as load.
+
+    The window grows with load, from ``delay`` at ``widen_busy`` to
+    ``max_delay`` when handling takes all the actor's time: a session that
+    spends most of its time fanning out gains most from fewer, fuller frames
+    (each frame costs one ``send()`` per member), while a lightly loaded one
+    keeps the narrow window or none.
     """
 
     max_batch: int = 512
     delay: float = 0.0
+    max_delay: float = 0.0  # below ``delay``: no growth
     widen_at: int = 16
     widen_busy: float = 0.5
+
+    def window(self, last_size: int, busy: float) -> float:
+        """Seconds to wait for more messages after the queued ones (0: handle now)."""
+        if self.delay <= 0 or (last_size < self.widen_at and busy < self.widen_busy):
+            return 0.0
+        top = max(self.delay, self.max_delay)
+        share = min(1.0, max(0.0, (busy - self.widen_busy) / (1.0 - self.widen_busy)))
+        return self.delay + (top - self.delay) * share
 
 
 class BatchHandler(Protocol[T]):
@@ -101,12 +116,9 @@ async def run_batch_loop(
         idle = clock() - idle_since
         batch = [first]
         _drain_into(batch, mailbox, policy.max_batch)
-        if (
-            policy.delay > 0
-            and (last_size >= policy.widen_at or busy >= policy.widen_busy)
-            and len(batch) < policy.max_batch
-        ):
-            with trio.move_on_after(policy.delay):
+        window = policy.window(last_size, busy)
+        if window > 0 and len(batch) < policy.max_batch:
+            with trio.move_on_after(window):
                 while len(batch) < policy.max_batch and not isinstance(batch[-1], Fail):
                     try:
                         batch.append(await mailbox.receive())

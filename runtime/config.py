@@ -63,6 +63,9 @@ class Settings:
     batch_delay: float = _setting(
         0.010, "extra wait to widen a batch, used only under load (seconds; 0: never)"
     )
+    batch_delay_max: float = _setting(
+        0.030, "widest batching window, reached as a session's CPU load nears 100 % (seconds)"
+    )
     memory_retention: int = _setting(1000, "events per session kept in memory for fast resume")
     passivate_after: float = _setting(300.0, "seconds an idle actor lives before it is stopped")
     db_pool_min: int = _setting(2, "PostgreSQL connections kept open")

@@ -113,7 +113,11 @@ class TandemNode:
         session_config = SessionConfig(
             memory_retention=settings.memory_retention,
             passivate_after=settings.passivate_after,
-            batch=BatchPolicy(max_batch=settings.batch_max, delay=settings.batch_delay),
+            batch=BatchPolicy(
+                max_batch=settings.batch_max,
+                delay=settings.batch_delay,
+                max_delay=settings.batch_delay_max,
+            ),
             retention_events=settings.retention_events,
             retention_seconds=settings.retention_seconds,
         )

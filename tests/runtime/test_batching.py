@@ -1,0 +1,87 @@
+"""How the actor loop groups messages: what is queued, and a window only under load."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from runtime.actor import BatchPolicy, run_batch_loop
+from runtime.mailbox import Mailbox
+
+
+def test_no_window_when_idle_or_turned_off() -> None:
+    policy = BatchPolicy(delay=0.01, max_delay=0.03)
+    assert policy.window(last_size=1, busy=0.0) == 0.0
+    assert policy.window(last_size=15, busy=0.49) == 0.0
+    assert BatchPolicy(delay=0.0, max_delay=0.03).window(last_size=500, busy=1.0) == 0.0
+
+
+def test_the_window_grows_with_cpu_load() -> None:
+    policy = BatchPolicy(delay=0.01, max_delay=0.03, widen_busy=0.5)
+    assert policy.window(last_size=1, busy=0.5) == pytest.approx(0.01)
+    assert policy.window(last_size=1, busy=0.75) == pytest.approx(0.02)
+    assert policy.window(last_size=1, busy=1.0) == pytest.approx(0.03)
+    assert policy.window(last_size=1, busy=1.7) == pytest.approx(0.03)  # capped
+    # Loaded by size alone (a burst, not CPU): the narrow window.
+    assert policy.window(last_size=16, busy=0.0) == pytest.approx(0.01)
+    # A max below the delay does not narrow it.
+    assert BatchPolicy(delay=0.01, max_delay=0.0).window(1, 1.0) == pytest.approx(0.01)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    async def handle(self, batch: list[int]) -> None:
+        self.batches.append(batch)
+
+    def is_idle(self) -> bool:
+        return False
+
+
+async def _run(policy: BatchPolicy, script: list[tuple[float, list[int]]]) -> list[list[int]]:
+    """Send each group after its delay; return the batches the actor handled."""
+    mailbox: Mailbox[int] = Mailbox(1024)
+    recorder = Recorder()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                lambda: run_batch_loop(recorder, mailbox, policy=policy, passivate_after=3600)
+            )
+            for wait, group in script:
+                await trio.sleep(wait)
+                for n in group:
+                    mailbox.post(n)  # no checkpoint: the group is queued at once
+            await trio.sleep(1)
+            mailbox.close()
+    return recorder.batches
+
+
+async def test_what_is_queued_is_one_batch_and_a_window_follows_a_large_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    burst = list(range(20))
+    batches = await _run(
+        BatchPolicy(max_batch=512, delay=0.01, max_delay=0.01, widen_at=16),
+        # 20 queued at once; then 1, and 2 more 5 ms later; then 1 alone 100 ms later
+        [(0.0, burst), (0.1, [100]), (0.005, [101, 102]), (0.1, [200])],
+    )
+    assert batches[0] == burst  # everything already queued, handled together
+    # After a batch of >= widen_at, the next waits its window and takes the late pair too.
+    assert batches[1] == [100, 101, 102]
+    # That batch was small (and the loop's CPU load is negligible): no window, alone.
+    assert batches[2] == [200]
+
+
+async def test_without_a_delay_nothing_waits(autojump_clock: trio.testing.MockClock) -> None:
+    batches = await _run(
+        BatchPolicy(max_batch=512, delay=0.0, widen_at=16),
+        [(0.0, list(range(20))), (0.1, [100]), (0.005, [101, 102])],
+    )
+    assert batches == [list(range(20)), [100], [101, 102]]
+
+
+async def test_max_batch_caps_a_batch(autojump_clock: trio.testing.MockClock) -> None:
+    batches = await _run(BatchPolicy(max_batch=8), [(0.0, list(range(20)))])
+    assert batches == [list(range(8)), list(range(8, 16)), list(range(16, 20))]
