@@ -18,7 +18,7 @@ import trio
 
 from runtime.app import open_stores
 from runtime.config import ConfigError, Settings, add_setting_flags, load_settings
-from runtime.gateways.comments import PostgresCommentStore
+from runtime.gateways.comment_store_postgres import PostgresCommentStore
 from runtime.gateways.encryption import keyring_from_settings
 from runtime.gateways.postgres import PostgresEventStore
 from runtime.security.audit import VerifyResult

@@ -18,7 +18,9 @@ import trio
 from actors.inbox.actor import Deliver, InboxActor, InboxConfig, InboxMessage
 from actors.inbox.state import Incoming
 from runtime.comments.service import CommentService, Notice
-from runtime.gateways.comments import CommentStore, MemoryCommentStore, PostgresCommentStore
+from runtime.gateways.comment_store import CommentStore
+from runtime.gateways.comment_store_memory import MemoryCommentStore
+from runtime.gateways.comment_store_postgres import PostgresCommentStore
 from runtime.gateways.database import DatabaseGateway
 from runtime.gateways.encryption import Sealer, sealer_from_settings
 from runtime.gateways.notifications import (

@@ -1,7 +1,7 @@
 """Threads, comments and reactions as plain records, their JSON shape and value rules.
 
 Pure: no trio, no stores. The service (``runtime.comments.service``) decides,
-the stores (``runtime.gateways.comments``) keep, this module says what a valid
+the stores (``runtime.gateways.comment_store*``) keep, this module says what a valid
 value is and how a record looks on the wire.
 """
 

@@ -37,7 +37,7 @@ from runtime.comments.model import (
     emoji_problem,
     thread_json,
 )
-from runtime.gateways.comments import CommentStore
+from runtime.gateways.comment_store import CommentStore
 from runtime.security.permissions import Role
 from runtime.security.validation import Limits, check_metadata, check_text, valid_id
 

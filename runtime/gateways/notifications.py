@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import attrs
 import psycopg
 
-from runtime.gateways.comments import normalize
+from runtime.gateways.comment_store import normalize
 from runtime.gateways.database import DatabaseGateway, Row
 from runtime.gateways.memory import check_text, decode_json, encode_json
 

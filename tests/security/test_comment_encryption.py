@@ -18,7 +18,7 @@ from runtime.admin_cli import rotate_keys
 from runtime.cli import main
 from runtime.comments.model import ThreadFilter
 from runtime.config import Settings
-from runtime.gateways.comments import MemoryCommentStore
+from runtime.gateways.comment_store_memory import MemoryCommentStore
 from runtime.security.crypto import new_key_b64
 from runtime.security.permissions import Role
 from runtime.testing import open_test_server
