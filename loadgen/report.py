@@ -130,17 +130,19 @@ def _comment_table(meta: dict[str, Any], results: list[dict[str, Any]]) -> list[
         "ack latency is send → the creator's `…:create:ok`. Comments are written to "
         "PostgreSQL before they are acknowledged.",
         "",
-        "| target | comments | threads / comments / replies | comments/s | ack p50 ms | "
+        "| target | comments | threads / comments / replies | offered comments/s | "
+        "acked/s (publish + drain) | ack p50 ms | "
         "ack p95 ms | ack p99 ms | ack max ms | mentions sent | mention notifications | "
         "mention p50 / p99 ms | refused |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r, s in rows:
         k = s["comment_kinds"]
         lines.append(
             f"| {r['target']} | {_fmt(s['published'])} | {_fmt(k.get('thread', 0))} / "
             f"{_fmt(k.get('comment', 0))} / {_fmt(k.get('reply', 0))} | "
-            f"{_fmt(s['comments_per_second'])} | {_fmt(s['ack_p50_ms'])} | "
+            f"{_fmt(s['comments_per_second'])} | {_fmt(s.get('acked_per_second'))} | "
+            f"{_fmt(s['ack_p50_ms'])} | "
             f"{_fmt(s['ack_p95_ms'])} | {_fmt(s['ack_p99_ms'])} | {_fmt(s['ack_max_ms'])} | "
             f"{_fmt(s['mentions_sent'])} | {_fmt(s['mention_notifications'])} | "
             f"{_fmt(s['mention_p50_ms'])} / {_fmt(s['mention_p99_ms'])} | "

@@ -362,6 +362,10 @@ class ScenarioRun:
         result.update(
             {
                 "comments_per_second": round(result["published"] / max(window, 1e-9), 1),
+                # acknowledged (stored) comments over publish + drain: throughput, a lower bound
+                "acked_per_second": round(
+                    result["acks"] / max(window + result["drain_seconds"], 1e-9), 1
+                ),
                 "comment_kinds": kinds,
                 "ack_p50_ms": pct(ack, 50),
                 "ack_p95_ms": pct(ack, 95),
