@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 BASELINE = "websockets"
+SINGLE_NODE = "tandem-1node"  # the cluster scenario's same-run baseline
 
 
 def _rows(results: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -17,7 +18,14 @@ def _rows(results: list[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str,
 
 def add_ratios(results: list[dict[str, Any]]) -> None:
     """Efficiency (deliveries per server CPU-second) relative to `websockets` at the same rate,
-    and, for connection runs, server memory per connection relative to `websockets`."""
+    and, for connection runs, server memory per connection relative to `websockets`;
+    cluster runs: relative to one standalone node in the same run."""
+    single = next((r for r in results if r["target"] == SINGLE_NODE), None)
+    if single is not None:
+        one = {s["rate"]: s.get("deliveries_per_server_cpu_second") for s in single["steps"]}
+        for _r, s in _rows(results):
+            mine, theirs = s.get("deliveries_per_server_cpu_second"), one.get(s["rate"])
+            s["efficiency_vs_single_node"] = round(mine / theirs, 3) if mine and theirs else None
     base = next((r for r in results if r["target"] == BASELINE), None)
     if base is None:
         return
@@ -87,6 +95,7 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
                 f"{', '.join(_fmt(g) for g in s['generator_cpu_percent'])} | "
                 f"{_fmt(s.get('other_cpu_percent'))} |"
             )
+    lines += _comment_table(meta, results) + _cluster_table(meta, results)
     problems = [
         (r["target"], p) for r in results for s in r.get("steps", []) for p in s["problems"]
     ]
@@ -106,6 +115,72 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _comment_table(meta: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
+    rows = [(r, s) for r, s in _rows(results) if "ack_p50_ms" in s]
+    if meta["scenario"] != "comments":
+        return []
+    lines = [
+        "",
+        f"## Comments ({meta.get('tandem_only', 'Tandem-only')})",
+        "",
+        "Delivery latency is the creator's send → each *other* member's receipt of the "
+        "`thread:created` / `comment:created` event (the creator's own copy is not counted); "
+        "ack latency is send → the creator's `…:create:ok`. Comments are written to "
+        "PostgreSQL before they are acknowledged.",
+        "",
+        "| target | comments | threads / comments / replies | offered comments/s | "
+        "acked/s (publish + drain) | ack p50 ms | "
+        "ack p95 ms | ack p99 ms | ack max ms | mentions sent | mention notifications | "
+        "mention p50 / p99 ms | refused |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r, s in rows:
+        k = s["comment_kinds"]
+        lines.append(
+            f"| {r['target']} | {_fmt(s['published'])} | {_fmt(k.get('thread', 0))} / "
+            f"{_fmt(k.get('comment', 0))} / {_fmt(k.get('reply', 0))} | "
+            f"{_fmt(s['comments_per_second'])} | {_fmt(s.get('acked_per_second'))} | "
+            f"{_fmt(s['ack_p50_ms'])} | "
+            f"{_fmt(s['ack_p95_ms'])} | {_fmt(s['ack_p99_ms'])} | {_fmt(s['ack_max_ms'])} | "
+            f"{_fmt(s['mentions_sent'])} | {_fmt(s['mention_notifications'])} | "
+            f"{_fmt(s['mention_p50_ms'])} / {_fmt(s['mention_p99_ms'])} | "
+            f"{_fmt(s['comment_errors'])} |"
+        )
+    lines += [
+        "",
+        "Mention notifications are informational (Tandem groups a thread's notifications; "
+        "not a loss check).",
+    ]
+    return lines
+
+
+def _cluster_table(meta: dict[str, Any], results: list[dict[str, Any]]) -> list[str]:
+    if meta["scenario"] != "cluster":
+        return []
+    lines = [
+        "",
+        f"## Cluster ({meta.get('tandem_only', 'Tandem-only')})",
+        "",
+        "Server CPU is summed over every node's process group; per-node CPU is % of one core "
+        "over publish + drain. Redis and PostgreSQL are not counted (they are in 'other CPU').",
+        "",
+        "| target | nodes | members per node | publishers per node | delivered / expected | "
+        "p50 / p99 ms | deliveries per server CPU-s | x 1 node | per-node CPU % |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r, s in _rows(results):
+        lines.append(
+            f"| {r['target']} | {s.get('nodes', '-')} | "
+            f"{', '.join(map(str, s.get('members_per_node', [])))} | "
+            f"{', '.join(map(str, s.get('publishers_per_node', [])))} | "
+            f"{_fmt(s['delivered'])} / {_fmt(s['expected'])} | {_fmt(s['p50_ms'])} / "
+            f"{_fmt(s['p99_ms'])} | {_fmt(s['deliveries_per_server_cpu_second'])} | "
+            f"{_fmt(s.get('efficiency_vs_single_node'))} | "
+            f"{', '.join(_fmt(c) for c in s.get('node_cpu_percent', []))} |"
+        )
+    return lines
 
 
 def _bars(

@@ -6,14 +6,21 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from hdrh.histogram import HdrHistogram
 
+from loadgen.comments import user_id
 from loadgen.pool import WorkerPool
-from loadgen.procstat import CpuMeter, machine_busy_seconds, sample_group, sockstat_tcp
-from loadgen.scenarios import Plan
-from loadgen.servers import RunningServer
+from loadgen.procstat import (
+    CpuMeter,
+    GroupSample,
+    machine_busy_seconds,
+    sample_group,
+    sockstat_tcp,
+)
+from loadgen.scenarios import Plan, members_per_node, publishers_per_node
+from loadgen.servers import Target
 from loadgen.worker import HIST_MAX_US, ConnSpec, WorkerConfig, conn_id
 
 GEN_CPU_LIMIT = 0.90  # above this a generator process, not the server, may be the bottleneck
@@ -32,13 +39,45 @@ class Options:
     max_total_seconds: float
     pad: int
     durable: bool | None
+    token_secret: str | None = None  # comments: the server's TANDEM_JWT_SECRET
 
 
-def _configs(plan: Plan, server: RunningServer, opts: Options) -> list[WorkerConfig]:
+class Server(Protocol):
+    """A running target: one server (``RunningServer``) or a cluster (``RunningCluster``)."""
+
+    target: Target
+    label: str
+    port: int
+
+    @property
+    def ports(self) -> list[int]: ...
+    @property
+    def pgids(self) -> list[int]: ...
+
+
+def sample_server(server: Server) -> tuple[GroupSample, list[float]]:
+    """Totals over every process group of the server (all nodes), and CPU seconds per node."""
+    samples = [sample_group(pgid) for pgid in server.pgids]
+    total = GroupSample(
+        sum(x.cpu_seconds for x in samples),
+        sum(x.rss_bytes for x in samples),
+        sum(x.processes for x in samples),
+    )
+    return total, [x.cpu_seconds for x in samples]
+
+
+def _configs(plan: Plan, server: Server, opts: Options) -> list[WorkerConfig]:
     shares: list[list[ConnSpec]] = [[] for _ in range(opts.procs)]
+    ports = server.ports
     for i, (sid, publishes) in enumerate(plan.conns):
         ip = f"127.0.0.{2 + i % opts.source_ips}"
-        shares[i % opts.procs].append(ConnSpec(sid, ip, publishes))
+        port = ports[plan.node_of(i) % len(ports)]
+        shares[i % opts.procs].append(ConnSpec(sid, ip, publishes, port))
+    pool: tuple[str, ...] = ()
+    if plan.kind == "comment":
+        pool = tuple(
+            user_id(conn_id(k, j)) for k, share in enumerate(shares) for j in range(len(share))
+        )
     return [
         WorkerConfig(
             index=k,
@@ -52,6 +91,8 @@ def _configs(plan: Plan, server: RunningServer, opts: Options) -> list[WorkerCon
             kind=plan.kind,
             pad=opts.pad,
             durable=opts.durable,
+            token_secret=opts.token_secret if plan.kind == "comment" else None,
+            mention_pool=pool,
         )
         for k, share in enumerate(shares)
     ]
@@ -61,7 +102,7 @@ class ScenarioRun:
     """Drives the phases (connect, then one publishing step per rate) and builds the result."""
 
     def __init__(
-        self, plan: Plan, server: RunningServer, opts: Options, log: Callable[[str], None]
+        self, plan: Plan, server: Server, opts: Options, log: Callable[[str], None]
     ) -> None:
         self.plan, self.server, self.opts, self.log = plan, server, opts, log
         configs = _configs(plan, server, opts)
@@ -73,7 +114,7 @@ class ScenarioRun:
         self.pool = WorkerPool(configs)
         self.gen_cpu = CpuMeter(self.pool.pids)
         self.started = time.monotonic()
-        self._last_tick = (time.monotonic(), sample_group(server.pgid).cpu_seconds)
+        self._last_tick = (time.monotonic(), sample_server(server)[0].cpu_seconds)
         self.phase = "start"
         self.expected_so_far = 0
 
@@ -83,7 +124,7 @@ class ScenarioRun:
     # -- live table -------------------------------------------------------------------------
     def tick(self) -> None:
         now = time.monotonic()
-        srv = sample_group(self.server.pgid).cpu_seconds
+        srv = sample_server(self.server)[0].cpu_seconds
         last_t, last_cpu = self._last_tick
         wall = now - last_t
         self._last_tick = (now, srv)
@@ -91,7 +132,7 @@ class ScenarioRun:
         p = self.pool
         delivered = p.total("events") + p.total("presence")
         self.log(
-            f"{self.server.target.name:>13} {self.phase:>10} {now - self.started:6.1f}s "
+            f"{self.server.label:>13} {self.phase:>10} {now - self.started:6.1f}s "
             f"joined={p.total('joined'):>6} sent={p.total('sent'):>7} "
             f"delivered={delivered:>9} srv_cpu={100 * (srv - last_cpu) / wall:5.0f}% "
             f"gen_cpu={','.join(f'{100 * g:.0f}%' for g in gen.values())}"
@@ -99,7 +140,7 @@ class ScenarioRun:
 
     # -- phases -----------------------------------------------------------------------------
     def connect(self) -> dict[str, Any]:
-        before = sample_group(self.server.pgid)
+        before = sample_server(self.server)[0]
         sock_before = sockstat_tcp()
         self.phase = "connect"
         t0 = time.monotonic()
@@ -108,7 +149,7 @@ class ScenarioRun:
         replies = self.pool.wait_for("connected", budget, self.tick)
         ramp_seconds = time.monotonic() - t0
         time.sleep(0.5)  # let the server settle before reading its memory
-        after = sample_group(self.server.pgid)
+        after = sample_server(self.server)[0]
         sock_after = sockstat_tcp()
         joined = sum(r["joined"] for r in replies)
         n = max(1, joined)
@@ -130,9 +171,9 @@ class ScenarioRun:
 
     def idle(self, seconds: float) -> dict[str, Any]:
         self.phase = "idle"
-        before = sample_group(self.server.pgid)
+        before = sample_server(self.server)[0]
         self.pool.pump(seconds, self.tick)
-        after = sample_group(self.server.pgid)
+        after = sample_server(self.server)[0]
         return {
             "idle_seconds": seconds,
             "idle_server_cpu_percent": round(
@@ -144,20 +185,21 @@ class ScenarioRun:
     def step(self, rate: float) -> dict[str, Any]:
         opts, plan = self.opts, self.plan
         per_pub = plan.per_publisher_rate(rate)
+        duration = plan.publish_seconds(rate) if plan.kind == "comment" else opts.duration
         self.phase = f"@{rate:g}"
         start_at = time.time() + 0.3
         self.pool.pump(0.3)
-        srv0 = sample_group(self.server.pgid).cpu_seconds
+        srv0, nodes0 = sample_server(self.server)
         gen_meter = CpuMeter(self.pool.pids)
         busy0 = machine_busy_seconds()
         t0 = time.monotonic()
         self.pool.broadcast(
-            {"cmd": "run", "rate": per_pub, "start_at": start_at, "duration": opts.duration}
+            {"cmd": "run", "rate": per_pub, "start_at": start_at, "duration": duration}
         )
-        published_msgs = self.pool.wait_for("published", opts.duration + 30, self.tick)
+        published_msgs = self.pool.wait_for("published", duration + 30, self.tick)
         window = time.monotonic() - t0
         gen_fracs = list(gen_meter.fractions(window).values())
-        srv_window = sample_group(self.server.pgid).cpu_seconds - srv0
+        srv_window = sample_server(self.server)[0].cpu_seconds - srv0.cpu_seconds
         other = (machine_busy_seconds() - busy0 - srv_window - sum(gen_fracs) * window) / window
         published: dict[str, int] = {}
         for msg in published_msgs:
@@ -183,7 +225,8 @@ class ScenarioRun:
         t_drain = time.monotonic()
         self.pool.pump(opts.drain_timeout, self.tick, drained)
         drain_seconds = time.monotonic() - t_drain
-        srv_total = sample_group(self.server.pgid).cpu_seconds - srv0
+        srv1, nodes1 = sample_server(self.server)
+        srv_total = srv1.cpu_seconds - srv0.cpu_seconds
         self.pool.broadcast({"cmd": "report"})
         reports = self.pool.wait_for("report", 60)
         result = self._step_result(
@@ -191,6 +234,16 @@ class ScenarioRun:
             srv_window, srv_total, gen_fracs,
         )  # fmt: skip
         result["other_cpu_percent"] = round(100 * other, 1)
+        if plan.kind == "comment":
+            self._comment_figures(result, reports, window)
+        if plan.scenario == "cluster":
+            node_cpu = [b - a for a, b in zip(nodes0, nodes1, strict=True)]
+            span = window + drain_seconds
+            result["nodes"] = len(node_cpu)
+            result["node_cpu_seconds"] = [round(c, 3) for c in node_cpu]
+            result["node_cpu_percent"] = [round(100 * c / max(span, 1e-9), 1) for c in node_cpu]
+            result["members_per_node"] = members_per_node(plan)
+            result["publishers_per_node"] = publishers_per_node(plan)
         if other > OTHER_CPU_WARN:
             result["warnings"].append(
                 f"other processes used {100 * other:.0f}% of a core: noisy machine, "
@@ -230,7 +283,7 @@ class ScenarioRun:
             )
         if delivered > expected:
             problems.append(f"{delivered - expected} unexpected extra deliveries")
-        if self.plan.kind == "event" and acks < published:
+        if self.plan.kind in ("event", "comment") and acks < published:
             problems.append(f"missing {published - acks} of {published} acks")
         if lost_conns:
             problems.append(f"{lost_conns} connections dropped")
@@ -282,6 +335,56 @@ class ScenarioRun:
             ),
         }
 
+    def _comment_figures(
+        self, result: dict[str, Any], reports: list[dict[str, Any]], window: float
+    ) -> None:
+        """Ack latency, comments/s, mention notifications, refused comments."""
+
+        def merged(key: str) -> HdrHistogram:
+            hist = HdrHistogram(1, HIST_MAX_US, 3)
+            for r in reports:
+                hist.decode_and_add(r[key])
+            return hist
+
+        def pct(hist: HdrHistogram, p: float | None) -> float | None:
+            if not hist.get_total_count():
+                return None
+            v = hist.get_max_value() if p is None else hist.get_value_at_percentile(p)
+            return round(v / 1000, 3)
+
+        ack = merged("ack_histogram")
+        mention = merged("mention_histogram")
+        kinds: dict[str, int] = {}
+        for r in reports:
+            for k, n in r["comment_kinds"].items():
+                kinds[k] = kinds.get(k, 0) + n
+        errors = sum(r["comment_errors"] for r in reports)
+        result.update(
+            {
+                "comments_per_second": round(result["published"] / max(window, 1e-9), 1),
+                # acknowledged (stored) comments over publish + drain: throughput, a lower bound
+                "acked_per_second": round(
+                    result["acks"] / max(window + result["drain_seconds"], 1e-9), 1
+                ),
+                "comment_kinds": kinds,
+                "ack_p50_ms": pct(ack, 50),
+                "ack_p95_ms": pct(ack, 95),
+                "ack_p99_ms": pct(ack, 99),
+                "ack_max_ms": pct(ack, None),
+                "mentions_sent": sum(r["mentions_sent"] for r in reports),
+                "mention_notifications": sum(r["mention_notifications"] for r in reports),
+                "mention_p50_ms": pct(mention, 50),
+                "mention_p99_ms": pct(mention, 99),
+                "comment_errors": errors,
+                "comment_error_samples": [e for r in reports for e in r["comment_error_samples"]][
+                    :5
+                ],
+            }
+        )
+        if errors:
+            result["problems"].append(f"{errors} comment requests refused by the server")
+            result["status"] = "FAILED"
+
     def _stale_presence_pairs(self, reports: list[dict[str, Any]]) -> int:
         """Convergence: every member must end up with every other member's last state."""
         last_sent: dict[int, int] = {}
@@ -304,11 +407,11 @@ class ScenarioRun:
 
 
 def run_plan(
-    plan: Plan, server: RunningServer, opts: Options, log: Callable[[str], None]
+    plan: Plan, server: Server, opts: Options, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """Connect, then either idle (connections) or step through the plan's rates."""
     run = ScenarioRun(plan, server, opts, log)
-    result: dict[str, Any] = {"target": server.target.name, "steps": []}
+    result: dict[str, Any] = {"target": server.label, "steps": []}
     try:
         result["connect"] = connect = run.connect()
         if connect["joined"] < plan.connections:
@@ -327,7 +430,7 @@ def run_plan(
                 break
             step = run.step(rate)
             result["steps"].append(step)
-            log(_step_line(server.target.name, step))
+            log(_step_line(server.label, step))
             if step["status"] != "OK":
                 break
             if len(plan.rates) > 1 and (step["p99_ms"] or math.inf) > opts.p99_limit_ms:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-UNAVAILABLE = {
-    "comments": "not yet available: the comments service does not exist yet",
-    "cluster": "not yet available: a multi-node Tandem cluster cannot be started yet",
+UNAVAILABLE: dict[str, str] = {}
+SCENARIOS = ["connections", "fanout", "rooms", "presence", "comments", "cluster", *UNAVAILABLE]
+# Scenarios only Tandem can run: the peers have no comments and no cluster mode.
+TANDEM_ONLY = {
+    "comments": "Tandem-only: the peer servers have no comments",
+    "cluster": "Tandem-only: the peer servers have no cluster mode",
 }
-SCENARIOS = ["connections", "fanout", "rooms", "presence", *UNAVAILABLE]
 
 
 @dataclass(frozen=True)
@@ -16,19 +18,31 @@ class Plan:
     scenario: str
     sessions: dict[str, int]  # sessionId -> member count
     conns: list[tuple[str, bool]]  # (sessionId, publishes?) per connection, in ramp order
-    kind: str  # "event" | "presence" | "none"
+    kind: str  # "event" | "presence" | "comment" | "none"
     rate_unit: str  # what --rate means, for the tables
     rates: list[float] = field(default_factory=list)  # offered rates, one step each
+    nodes: int = 1  # cluster: connection i goes to node i % nodes
+    per_user: int = 0  # comments: how many comments each user creates
 
     def per_publisher_rate(self, rate: float) -> float:
         if self.scenario == "rooms":  # rate per room, spread over its members
             return rate / max(1, next(iter(self.sessions.values())))
+        if self.scenario == "cluster":  # rate into the session, spread over its publishers
+            return rate / max(1, sum(1 for _sid, publishes in self.conns if publishes))
         return rate
 
     def expected_deliveries(self, published: dict[str, int]) -> int:
-        if self.kind == "presence":  # others only
+        if self.kind in ("presence", "comment"):  # others only
             return sum(n * (self.sessions[sid] - 1) for sid, n in published.items())
         return sum(n * self.sessions[sid] for sid, n in published.items())
+
+    def node_of(self, index: int) -> int:
+        """The node connection ``index`` (in ramp order) connects to: round-robin."""
+        return index % self.nodes
+
+    def publish_seconds(self, rate: float) -> float:
+        """Comments: the window in which every user creates its ``per_user`` comments."""
+        return self.per_user / rate
 
     @property
     def connections(self) -> int:
@@ -58,6 +72,9 @@ def build_plan(
     rate: float | None,
     step_start: float,
     step_max: float,
+    nodes: int = 1,
+    publishers: int = 1,
+    comments: int = 10,
 ) -> Plan:
     if scenario == "connections":
         n = conns or 1000
@@ -95,7 +112,61 @@ def build_plan(
             "presence updates/s per member",
             [rate or 20.0],
         )
+    if scenario == "comments":
+        m = members or 100
+        if m < 2:
+            raise ValueError("comments needs at least 2 members (latency is to the others)")
+        if comments < 1:
+            raise ValueError("--comments must be at least 1")
+        plan_conns = [("s0", True) for _ in range(m)]
+        return Plan(
+            scenario,
+            {"s0": m},
+            plan_conns,
+            "comment",
+            "comments/s per user",
+            [rate or 1.0],
+            per_user=comments,
+        )
+    if scenario == "cluster":
+        return cluster_plan(members or 300, nodes, publishers, rate or 20.0)
     raise ValueError(f"unknown scenario {scenario!r}")
+
+
+def cluster_plan(members: int, nodes: int, publishers_per_node: int, rate: float) -> Plan:
+    """One session spanning every node: member i connects to node i % nodes, and the first
+    ``publishers_per_node`` members of each node publish (rate is spread over all of them)."""
+    if nodes < 1:
+        raise ValueError("--nodes must be at least 1")
+    if members < nodes * publishers_per_node:
+        raise ValueError(
+            f"{members} members cannot hold {publishers_per_node} publisher(s) x {nodes} nodes"
+        )
+    plan_conns = [("s0", i < nodes * publishers_per_node) for i in range(members)]
+    return Plan(
+        "cluster",
+        {"s0": members},
+        plan_conns,
+        "event",
+        "events/s into the session (all nodes)",
+        [rate],
+        nodes=nodes,
+    )
+
+
+def publishers_per_node(plan: Plan) -> list[int]:
+    counts = [0] * plan.nodes
+    for i, (_sid, publishes) in enumerate(plan.conns):
+        if publishes:
+            counts[plan.node_of(i)] += 1
+    return counts
+
+
+def members_per_node(plan: Plan) -> list[int]:
+    counts = [0] * plan.nodes
+    for i in range(len(plan.conns)):
+        counts[plan.node_of(i)] += 1
+    return counts
 
 
 def _sizes(conns: list[tuple[str, bool]]) -> dict[str, int]:

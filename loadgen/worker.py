@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from hdrh.histogram import HdrHistogram
 
+from loadgen import comments
 from loadgen.wsclient import Stats, WsConnection, open_connection
 
 HIST_MAX_US = 120_000_000  # two minutes
@@ -31,6 +32,7 @@ class ConnSpec:
     session_id: str
     source_ip: str
     publishes: bool
+    port: int = 0  # 0: the config's port (cluster: each connection names its node's port)
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,13 @@ class WorkerConfig:
     conns: list[ConnSpec]
     ramp_per_second: float
     connect_timeout: float
-    kind: str  # "event" | "presence" | "none"
+    kind: str  # "event" | "presence" | "comment" | "none"
     pad: int
     durable: bool | None  # None: let the server choose (omit the field)
+    # comments: connections authenticate as u<connection number> with an HS256 token signed
+    # with this secret (the server's TANDEM_JWT_SECRET), so users can mention each other.
+    token_secret: str | None = None
+    mention_pool: tuple[str, ...] = ()  # every user id in the session
 
 
 def conn_id(worker_index: int, local_index: int) -> int:
@@ -85,6 +91,8 @@ class Worker:
         self.done = asyncio.Event()
         self.settled = asyncio.Event()  # every connection has joined or failed
         self.loop = asyncio.get_running_loop()
+        self.comments = comments.CommentState() if cfg.kind == "comment" else None
+        self.rng = random.Random(cfg.index)
 
     # -- plumbing ---------------------------------------------------------------------------
     def send(self, msg: dict[str, Any]) -> None:
@@ -104,9 +112,17 @@ class Worker:
             elif cmd == "close":
                 self.done.set()
 
+    def _counts(self) -> tuple[int, int]:
+        """(deliveries, acks) so far, whatever the scenario."""
+        s = self.stats
+        if self.comments is not None:
+            return s.events + self.comments.stats.deliveries, s.acks + self.comments.stats.acks
+        return s.events, s.acks
+
     async def _progress_loop(self) -> None:
         while not self.done.is_set():
             s = self.stats
+            events, acks = self._counts()
             self.send(
                 {
                     "ev": "progress",
@@ -115,8 +131,8 @@ class Worker:
                     "failed": self.failed,
                     "lost": self.lost_after_join,
                     "sent": self.sent,
-                    "events": s.events,
-                    "acks": s.acks,
+                    "events": events,
+                    "acks": acks,
                     "presence": s.presence,
                 }
             )
@@ -154,23 +170,28 @@ class Worker:
     async def _open_one(self, conn_id: int, spec: ConnSpec) -> None:
         join = orjson.dumps({"type": "session:join", "sessionId": spec.session_id})
         cfg = self.cfg
+        port = spec.port or cfg.port
+        path = cfg.path
+        if cfg.token_secret is not None:
+            path += "?token=" + _token(cfg.token_secret, comments.user_id(conn_id))
 
         def factory() -> WsConnection:
             return WsConnection(
                 cfg.host,
-                cfg.port,
-                cfg.path,
+                port,
+                path,
                 cfg.socketio,
                 join,
                 self.stats,
                 self._on_joined,
                 self._on_lost,
                 conn_id,
+                self.comments,
             )
 
         try:
             conn = await asyncio.wait_for(
-                open_connection(self.loop, factory, cfg.host, cfg.port, spec.source_ip),
+                open_connection(self.loop, factory, cfg.host, port, spec.source_ip),
                 cfg.connect_timeout,
             )
         except (OSError, TimeoutError) as exc:
@@ -211,6 +232,8 @@ class Worker:
     # -- publishing -------------------------------------------------------------------------
     def _start_run(self, rate: float, start_at: float, duration: float) -> None:
         self.stats.reset()
+        if self.comments is not None:
+            self.comments.reset()
         for c in self.conns:
             c.presence_seen.clear()
             c.last_presence_sent = 0
@@ -227,7 +250,24 @@ class Worker:
         for conn, sid in live:
             self._schedule(conn, sid, rate, t0, t0 + duration)
 
+    def _comment(self, conn: WsConnection, sid: str, k: int) -> bytes:
+        state = self.comments
+        assert state is not None
+        ref = f"c{conn.conn_id}-{k}"
+        mentions = comments.pick_mentions(conn.conn_id, k, list(self.cfg.mention_pool), self.rng)
+        action = comments.choose_action(
+            k, state.threads.get(sid, []), state.roots, self.rng, mentions
+        )
+        state.stats.mentions_sent += len(mentions)
+        state.stats.kinds[action.kind] += 1
+        now = time.time_ns() // 1000
+        text = comments.body(now, conn.conn_id, k, self.cfg.pad)
+        state.pending[ref] = now
+        return orjson.dumps(comments.message(action, sid, text, ref))
+
     def _message(self, conn: WsConnection, sid: str, k: int) -> bytes:
+        if self.comments is not None:
+            return self._comment(conn, sid, k)
         pad = "x" * self.cfg.pad
         if self.cfg.kind == "presence":
             stamp = conn.last_presence_sent = time.time_ns() // 1000
@@ -289,6 +329,24 @@ class Worker:
             "errors": self.errors,
             "histogram": encode_histogram(s.latency_us),
             **(self._presence_state() if self.cfg.kind == "presence" else {}),
+            **(self._comment_report() if self.comments is not None else {}),
+        }
+
+    def _comment_report(self) -> dict[str, Any]:
+        assert self.comments is not None
+        c = self.comments.stats
+        return {
+            "events": c.deliveries,
+            "acks": c.acks,
+            "self_echoes": c.self_echoes,
+            "histogram": encode_histogram(c.latency_us),
+            "ack_histogram": encode_histogram(c.ack_latency_us),
+            "mention_histogram": encode_histogram(c.mention_latency_us),
+            "mentions_sent": c.mentions_sent,
+            "mention_notifications": c.mentions,
+            "comment_errors": c.errors,
+            "comment_error_samples": c.error_samples,
+            "comment_kinds": dict(c.kinds),
         }
 
     def _presence_state(self) -> dict[str, Any]:
@@ -299,6 +357,15 @@ class Worker:
                 c.conn_id: {int(k): v for k, v in c.presence_seen.items()} for c in self.conns
             },
         }
+
+
+def _token(secret: str, user: str) -> str:
+    import jwt  # Tandem's own dependency (PyJWT); only the comments scenario signs tokens
+
+    token: str = jwt.encode(
+        {"sub": user, "name": user, "exp": int(time.time()) + 3600}, secret, "HS256"
+    )
+    return token
 
 
 def worker_main(cfg: WorkerConfig, pipe: Connection) -> None:

@@ -18,6 +18,10 @@ import socket
 import time
 from array import array
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from loadgen.comments import CommentState
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
@@ -92,8 +96,10 @@ class WsConnection(asyncio.Protocol):
         on_joined: Callable[[WsConnection], None],
         on_lost: Callable[[WsConnection, str], None],
         conn_id: int = 0,
+        comments: CommentState | None = None,
     ) -> None:
         self.conn_id = conn_id
+        self.comments = comments  # comments scenario: decode and count comment traffic
         self.own_id = str(conn_id).encode()
         self.presence_seen: dict[bytes, int] = {}  # sender conn id -> newest stamp received
         self.last_presence_sent = 0
@@ -209,6 +215,9 @@ class WsConnection(asyncio.Protocol):
                 self.on_joined(self)
             elif b'"error"' in payload:
                 self.fail(f"join failed: {payload[:200]!r}")
+            return
+        if self.comments is not None:
+            self.comments.on_payload(payload, now, self.conn_id)
             return
         self.stats.on_payload(payload, now, self.own_id, self.presence_seen)
 

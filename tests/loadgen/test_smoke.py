@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,78 @@ def test_fanout_against_tandem(tmp_path: Path) -> None:
     assert result["status"] in ("OK", "INVALID"), proc.stdout + proc.stderr
     [step] = result["steps"]
     assert step["delivered"] == step["expected"]
+
+
+DATABASE_URL = os.environ.get(
+    "TANDEM_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = "redis://127.0.0.1:6379"
+
+
+def _need_tandem_and(*services: str) -> None:
+    try:
+        importlib.import_module("runtime.cli")
+    except ImportError as exc:
+        pytest.skip(f"Tandem's server is not importable yet: {exc}")
+    if "postgres" in services:
+        psycopg = pytest.importorskip("psycopg")
+        try:
+            psycopg.connect(DATABASE_URL, connect_timeout=2).close()
+        except psycopg.Error as exc:
+            pytest.skip(f"no PostgreSQL at {DATABASE_URL}: {exc}")
+    if "redis" in services:
+        redis = pytest.importorskip("redis")
+        try:
+            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+        except redis.RedisError as exc:
+            pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+
+
+def run_loadgen(scenario: str, out: Path, *args: str) -> tuple[str, dict[str, Any]]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadgen", scenario, *args, "--procs", "1", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    runs = list(out.glob(f"*-{scenario}/results.json"))
+    assert len(runs) == 1, proc.stdout + proc.stderr
+    return proc.stdout + proc.stderr, json.loads(runs[0].read_text())
+
+
+@pytest.mark.integration
+def test_comments_against_tandem_on_postgres(tmp_path: Path) -> None:
+    _need_tandem_and("postgres")
+    out, doc = run_loadgen(
+        "comments", tmp_path, "--members", "4", "--comments", "3", "--rate", "3", "--drain", "10"
+    )
+    assert "Tandem-only" in out
+    [result] = doc["results"]
+    assert result["status"] in ("OK", "INVALID"), out
+    [step] = result["steps"]
+    assert step["published"] == 12 == step["acks"]
+    assert step["delivered"] == step["expected"] == 12 * 3
+    assert step["self_echoes_ignored"] == 12
+    assert step["comment_kinds"]["thread"] == 4 and step["comment_errors"] == 0
+    assert step["ack_p99_ms"] is not None
+    assert result["database_schema"].endswith("(dropped)")
+
+
+@pytest.mark.integration
+def test_cluster_of_two_nodes_delivers_across_nodes(tmp_path: Path) -> None:
+    _need_tandem_and("postgres", "redis")
+    out, doc = run_loadgen(
+        "cluster",
+        tmp_path,
+        "--nodes", "2", "--members", "6", "--rate", "10", "--duration", "2",
+        "--baseline", "none", "--quiet",
+    )  # fmt: skip
+    [result] = doc["results"]
+    assert result["target"] == "tandem-2nodes"
+    assert result["status"] in ("OK", "INVALID"), out
+    [step] = result["steps"]
+    assert step["members_per_node"] == [3, 3] and step["publishers_per_node"] == [1, 1]
+    assert step["delivered"] == step["expected"] == step["published"] * 6
+    assert len(step["node_cpu_seconds"]) == 2

@@ -1,0 +1,194 @@
+"""The comments scenario's client side: what each user creates, and what it counts on receipt.
+
+Every user (a JWT identity ``u<connection number>``, so others can mention it) creates
+``per_user`` comments: its first is a new thread (``thread:create``), the later ones go to a
+thread it has seen (its own or another user's), every other one as a reply (``parentId``) to
+a top-level comment of that thread, and every ``MENTION_EVERY``-th mentions one or two other
+members. Each comment's body starts with ``t=<µs wall clock> c=<creator's connection>``.
+
+On receipt (comment traffic is small, so payloads are JSON-decoded here, unlike events):
+
+* ``event`` ``thread:created`` / ``comment:created`` from another member: one delivery,
+  latency now - t; the creator's own copy is counted as a self echo, not a delivery;
+* ``thread:create:ok`` / ``comment:create:ok`` with a ref this process sent: one ack,
+  latency now - send time;
+* ``notification`` of kind ``mention``: counted, latency from the stamp in its excerpt
+  (informational: Tandem groups notifications, so this is not a loss check);
+* ``error``: a refused comment (FAILED).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+MENTION_EVERY = 3  # every third comment of a user mentions others
+STAMP = re.compile(r"^t=(\d+) c=(\d+) ")
+COMMENT_EVENTS = ("thread:created", "comment:created")
+ACKS = ("thread:create:ok", "comment:create:ok")
+
+
+def user_id(conn_number: int) -> str:
+    return f"u{conn_number}"
+
+
+def body(stamp_us: int, conn_number: int, k: int, pad: int) -> str:
+    return f"t={stamp_us} c={conn_number} comment {k} " + "x" * pad
+
+
+def parse_stamp(text: str) -> tuple[int, int] | None:
+    """(stamp µs, creator connection) from a body or excerpt this generator wrote."""
+    m = STAMP.match(text)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # "thread" | "comment" | "reply"
+    thread_id: str | None = None
+    parent_id: str | None = None
+    mentions: tuple[str, ...] = ()
+
+
+def pick_mentions(
+    conn_number: int, k: int, pool: list[str], rng: random.Random, every: int = MENTION_EVERY
+) -> tuple[str, ...]:
+    """Every ``every``-th comment (staggered by user) mentions 1 or 2 other members."""
+    if every <= 0 or (conn_number + k) % every:
+        return ()
+    me = user_id(conn_number)
+    others = [u for u in pool if u != me]
+    return tuple(rng.sample(others, min(len(others), 1 + k % 2)))
+
+
+def choose_action(
+    k: int,
+    threads: list[str],
+    roots: dict[str, list[str]],
+    rng: random.Random,
+    mentions: tuple[str, ...] = (),
+) -> Action:
+    """A user's ``k``-th comment: the first opens a thread, later ones go to a known thread,
+    odd ones as a reply to one of its top-level comments (depth 1, far below the limit)."""
+    if k == 0 or not threads:
+        return Action("thread", mentions=mentions)
+    thread = rng.choice(threads)
+    parents = roots.get(thread)
+    if k % 2 == 1 and parents:
+        return Action("reply", thread, rng.choice(parents), mentions)
+    return Action("comment", thread, None, mentions)
+
+
+def message(action: Action, session_id: str, text: str, ref: str) -> dict[str, Any]:
+    msg: dict[str, Any] = {"sessionId": session_id, "body": text, "ref": ref}
+    if action.kind == "thread":
+        msg["type"] = "thread:create"
+    else:
+        msg["type"] = "comment:create"
+        msg["threadId"] = action.thread_id
+        if action.parent_id is not None:
+            msg["parentId"] = action.parent_id
+    if action.mentions:
+        msg["mentions"] = list(action.mentions)
+    return msg
+
+
+@dataclass
+class CommentStats:
+    deliveries: int = 0
+    self_echoes: int = 0
+    acks: int = 0
+    mentions: int = 0  # mention notifications received
+    mentions_sent: int = 0
+    errors: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)  # thread / comment / reply sent
+    latency_us: array[int] = field(default_factory=lambda: array("q"))
+    ack_latency_us: array[int] = field(default_factory=lambda: array("q"))
+    mention_latency_us: array[int] = field(default_factory=lambda: array("q"))
+    error_samples: list[str] = field(default_factory=list)
+
+
+class CommentState:
+    """What one generator process knows about the session's threads, and its pending refs."""
+
+    def __init__(self) -> None:
+        self.threads: dict[str, list[str]] = {}  # session -> thread ids, in order seen
+        self._thread_set: set[str] = set()
+        self.roots: dict[str, list[str]] = {}  # thread -> its top-level comment ids
+        self._root_set: set[str] = set()
+        self.pending: dict[str, int] = {}  # ref -> send time, µs
+        self.stats = CommentStats()
+
+    def reset(self) -> None:
+        self.stats = CommentStats()
+        self.pending.clear()
+
+    def learn(self, name: str, data: dict[str, Any]) -> dict[str, Any] | None:
+        """Record a thread / top-level comment from a record; returns the comment in it."""
+        comment: dict[str, Any] | None
+        if name.startswith("thread:"):
+            tid = data.get("id")
+            sid = data.get("sessionId")
+            if isinstance(tid, str) and isinstance(sid, str) and tid not in self._thread_set:
+                self._thread_set.add(tid)
+                self.threads.setdefault(sid, []).append(tid)
+            comments = data.get("comments") or [None]
+            comment = comments[0]
+        else:
+            comment = data
+        if isinstance(comment, dict) and comment.get("depth") == 0:
+            cid, tid = comment.get("id"), comment.get("threadId")
+            if isinstance(cid, str) and isinstance(tid, str) and cid not in self._root_set:
+                self._root_set.add(cid)
+                self.roots.setdefault(tid, []).append(cid)
+        return comment
+
+    def on_payload(self, payload: bytes, now_us: int, own_conn: int) -> None:
+        try:
+            decoded = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return
+        for msg in decoded if isinstance(decoded, list) else [decoded]:
+            if isinstance(msg, dict):
+                self._on_message(msg, now_us, own_conn)
+
+    def _on_message(self, msg: dict[str, Any], now_us: int, own_conn: int) -> None:
+        st = self.stats
+        kind = msg.get("type")
+        if kind == "event" and msg.get("name") in COMMENT_EVENTS:
+            comment = self.learn(msg["name"], msg.get("data") or {})
+            stamp = parse_stamp(str((comment or {}).get("body", "")))
+            if stamp is None:
+                return
+            if stamp[1] == own_conn:
+                st.self_echoes += 1
+            else:
+                st.deliveries += 1
+                st.latency_us.append(now_us - stamp[0])
+        elif kind in ACKS:
+            sent = self.pending.pop(str(msg.get("ref")), None)
+            if sent is not None:
+                st.acks += 1
+                st.ack_latency_us.append(now_us - sent)
+            result = msg.get("result")
+            if isinstance(result, dict):
+                self.learn(str(kind), result)
+        elif kind == "notification":
+            note = msg.get("notification") or {}
+            if note.get("kind") == "mention":
+                st.mentions += 1
+                stamp = parse_stamp(str((note.get("data") or {}).get("excerpt", "")))
+                if stamp is not None:
+                    st.mention_latency_us.append(now_us - stamp[0])
+        elif kind == "error":
+            st.errors += 1
+            if len(st.error_samples) < 5:
+                st.error_samples.append(
+                    f"{msg.get('code')}: {msg.get('message')} {msg.get('path')}"
+                )
