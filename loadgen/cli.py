@@ -91,6 +91,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="false",
         help="event:publish 'durable' field (default false: peers have no storage)",
     )
+    p.add_argument(
+        "--observers",
+        type=int,
+        default=0,
+        help="presence: members per session that count and time receipts (0: all); "
+        "the rest only load the server",
+    )
     p.add_argument("--comments", type=int, default=10, help="comments per user (comments)")
     p.add_argument("--nodes", type=int, choices=[2, 3], default=2, help="cluster: Tandem nodes")
     p.add_argument("--publishers", type=int, default=1, help="cluster: publishing members per node")
@@ -233,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             nodes=args.nodes,
             publishers=args.publishers,
             comments=args.comments,
+            observers=args.observers,
         )
     except ValueError as exc:
         print(f"{args.scenario}: {exc}")
@@ -284,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.scenario in TANDEM_ONLY:
         meta["tandem_only"] = TANDEM_ONLY[args.scenario]
+    if plan.kind == "presence":
+        meta["observers_per_session"] = plan.observers or "all"
     if plan.kind == "comment":
         meta["comments_per_user"] = plan.per_user
         meta["durable"] = "n/a (comments are always stored)"

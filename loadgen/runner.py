@@ -72,7 +72,7 @@ def _configs(plan: Plan, server: Server, opts: Options) -> list[WorkerConfig]:
     for i, (sid, publishes) in enumerate(plan.conns):
         ip = f"127.0.0.{2 + i % opts.source_ips}"
         port = ports[plan.node_of(i) % len(ports)]
-        shares[i % opts.procs].append(ConnSpec(sid, ip, publishes, port))
+        shares[i % opts.procs].append(ConnSpec(sid, ip, publishes, port, plan.observes(i)))
     pool: tuple[str, ...] = ()
     if plan.kind == "comment":
         pool = tuple(
@@ -110,6 +110,12 @@ class ScenarioRun:
             conn_id(cfg.index, i): spec.session_id
             for cfg in configs
             for i, spec in enumerate(cfg.conns)
+        }
+        self.observing = {
+            conn_id(cfg.index, i)
+            for cfg in configs
+            for i, spec in enumerate(cfg.conns)
+            if spec.observes
         }
         self.pool = WorkerPool(configs)
         self.gen_cpu = CpuMeter(self.pool.pids)
@@ -386,7 +392,7 @@ class ScenarioRun:
             result["status"] = "FAILED"
 
     def _stale_presence_pairs(self, reports: list[dict[str, Any]]) -> int:
-        """Convergence: every member must end up with every other member's last state."""
+        """Convergence: every observer must end up with every other member's last state."""
         last_sent: dict[int, int] = {}
         seen: dict[int, dict[int, int]] = {}
         for r in reports:
@@ -398,6 +404,8 @@ class ScenarioRun:
         stale = 0
         for ids in members.values():
             for receiver in ids:
+                if receiver not in self.observing:
+                    continue
                 got = seen.get(receiver, {})
                 for sender in ids:
                     want = last_sent.get(sender, 0)

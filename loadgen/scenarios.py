@@ -23,6 +23,14 @@ class Plan:
     rates: list[float] = field(default_factory=list)  # offered rates, one step each
     nodes: int = 1  # cluster: connection i goes to node i % nodes
     per_user: int = 0  # comments: how many comments each user creates
+    # presence: members per session whose receipts are counted and timed (0: all). The
+    # others still join, publish and receive everything, but only ping-pong: a generator
+    # that parses 5M propagations/s saturates long before the server does.
+    observers: int = 0
+
+    def observes(self, index: int) -> bool:
+        """Whether connection ``index`` (in ramp order) counts and times what it receives."""
+        return self.observers <= 0 or index // max(1, len(self.sessions)) < self.observers
 
     def per_publisher_rate(self, rate: float) -> float:
         if self.scenario == "rooms":  # rate per room, spread over its members
@@ -32,6 +40,13 @@ class Plan:
         return rate
 
     def expected_deliveries(self, published: dict[str, int]) -> int:
+        if self.kind == "presence" and self.observers > 0:
+            # Each observer expects every update but its own; members publish alike.
+            return sum(
+                round(n * min(self.observers, m) * (m - 1) / m)
+                for sid, n in published.items()
+                for m in (self.sessions[sid],)
+            )
         if self.kind in ("presence", "comment"):  # others only
             return sum(n * (self.sessions[sid] - 1) for sid, n in published.items())
         return sum(n * self.sessions[sid] for sid, n in published.items())
@@ -75,6 +90,7 @@ def build_plan(
     nodes: int = 1,
     publishers: int = 1,
     comments: int = 10,
+    observers: int = 0,
 ) -> Plan:
     if scenario == "connections":
         n = conns or 1000
@@ -111,6 +127,7 @@ def build_plan(
             "presence",
             "presence updates/s per member",
             [rate or 20.0],
+            observers=observers,
         )
     if scenario == "comments":
         m = members or 100

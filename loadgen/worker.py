@@ -33,6 +33,7 @@ class ConnSpec:
     source_ip: str
     publishes: bool
     port: int = 0  # 0: the config's port (cluster: each connection names its node's port)
+    observes: bool = True  # counts and times what it receives (presence may sample)
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,7 @@ class Worker:
                 self._on_lost,
                 conn_id,
                 self.comments,
+                spec.observes,
             )
 
         try:
@@ -354,7 +356,9 @@ class Worker:
         return {
             "presence_last_sent": {c.conn_id: c.last_presence_sent for c in self.conns},
             "presence_seen": {
-                c.conn_id: {int(k): v for k, v in c.presence_seen.items()} for c in self.conns
+                c.conn_id: {int(k): v for k, v in c.presence_seen.items()}
+                for c in self.conns
+                if c.observes
             },
         }
 

@@ -97,8 +97,10 @@ class WsConnection(asyncio.Protocol):
         on_lost: Callable[[WsConnection, str], None],
         conn_id: int = 0,
         comments: CommentState | None = None,
+        observes: bool = True,
     ) -> None:
         self.conn_id = conn_id
+        self.observes = observes  # False: receive and answer pings, but count nothing
         self.comments = comments  # comments scenario: decode and count comment traffic
         self.own_id = str(conn_id).encode()
         self.presence_seen: dict[bytes, int] = {}  # sender conn id -> newest stamp received
@@ -218,6 +220,8 @@ class WsConnection(asyncio.Protocol):
             return
         if self.comments is not None:
             self.comments.on_payload(payload, now, self.conn_id)
+            return
+        if not self.observes:
             return
         self.stats.on_payload(payload, now, self.own_id, self.presence_seen)
 

@@ -231,3 +231,17 @@ def test_cluster_ratio_to_the_single_node_in_the_same_run() -> None:
     assert results[1]["steps"][0]["efficiency_vs_single_node"] == 0.4  # type: ignore[index]
     md = markdown({"scenario": "cluster", "started": "x", "tandem_only": "Tandem-only"}, results)
     assert "| tandem-2nodes | 2 | 5, 5 | 1, 1 | 10 / 10 | 1 / 1 | 400 | 0.4 | 1, 2 |" in md
+
+
+def test_presence_observers_sample_members_of_every_session() -> None:
+    p = plan("presence", members=500, sessions=2, observers=10)
+    assert p.connections == 1000
+    observing = [i for i in range(p.connections) if p.observes(i)]
+    # Member k of every session joins before member k+1 of any: the first 10 of each.
+    assert len(observing) == 20 and observing == list(range(20))
+    assert {p.conns[i][0] for i in observing} == {"s0", "s1"}
+    # 500 updates in s0: each of 10 observers expects those of the 499 others.
+    assert p.expected_deliveries({"s0": 500}) == round(500 * 10 * 499 / 500)
+    everyone = plan("presence", members=500, sessions=2)
+    assert all(everyone.observes(i) for i in range(everyone.connections))
+    assert everyone.expected_deliveries({"s0": 500}) == 500 * 499

@@ -89,3 +89,15 @@ def test_presence_echoed_to_its_sender_is_not_counted() -> None:
     changes = b'{"type":"presence","changes":[{"state":{"pt":5,"pc":7}},{"state":{"pt":5,"pc":8}}]}'
     conn.data_received(server_frame(changes))
     assert (stats.presence, stats.self_echoes) == (1, 1)
+
+
+def test_a_non_observer_answers_pings_but_counts_nothing() -> None:
+    conn, stats, joined, transport = make_conn()
+    conn.observes = False
+    conn.data_received(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+    conn.data_received(server_frame(b'{"type":"session:joined"}'))
+    assert joined == ["j"]  # joining is still seen
+    conn.data_received(server_frame(b'{"type":"presence","changes":[{"state":{"pt":5,"pc":8}}]}'))
+    assert (stats.presence, conn.presence_seen) == (0, {})
+    conn.data_received(bytes((0x89, 2)) + b"hi")  # ping
+    assert transport.written.endswith(bytes((0x8A, 0x80 | 2)) + b"\0\0\0\0hi")
