@@ -101,16 +101,27 @@ def memory_stores(settings: Settings | None = None) -> Stores:
 
 
 @asynccontextmanager
+async def open_database_url(settings: Settings) -> AsyncIterator[str]:
+    """``database_url``, or the URL of an embedded server in ``data_dir`` run for the block.
+
+    ``--workers`` calls this once in the parent, so its workers share one server.
+    """
+    if settings.database_url:
+        yield settings.database_url
+        return
+    from runtime.gateways.embedded_postgres import open_embedded_postgres
+
+    pgdata = Path(settings.data_dir) / "postgres"
+    logger.info("no TANDEM_DATABASE_URL: starting embedded PostgreSQL in %s", pgdata)
+    async with open_embedded_postgres(pgdata) as url:
+        yield url
+
+
+@asynccontextmanager
 async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
     """PostgreSQL stores at ``database_url``, or on an embedded server in ``data_dir``."""
     async with AsyncExitStack() as stack:
-        url = settings.database_url
-        if not url:
-            from runtime.gateways.embedded_postgres import open_embedded_postgres
-
-            pgdata = Path(settings.data_dir) / "postgres"
-            logger.info("no TANDEM_DATABASE_URL: starting embedded PostgreSQL in %s", pgdata)
-            url = await stack.enter_async_context(open_embedded_postgres(pgdata))
+        url = await stack.enter_async_context(open_database_url(settings))
         db = await stack.enter_async_context(
             open_database_gateway(
                 url,

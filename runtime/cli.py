@@ -15,6 +15,7 @@ from runtime.app import jwt_secret, open_node, open_stores
 from runtime.config import ConfigError, Settings, add_setting_flags, load_settings
 from runtime.observability.logs import configure_logging
 from runtime.security.tokens import mint_token
+from runtime.workers import WorkerIdentity, current_worker, wait_orphaned
 
 logger = logging.getLogger("tandem")
 
@@ -75,22 +76,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(argv: list[str]) -> int:
     settings = load_settings(argv)
     configure_logging(settings.log_level, settings.log_format, profile=settings.profile)
+    if settings.workers > 1:
+        from runtime.workers import serve_workers
+
+        return trio.run(serve_workers, settings)
     trio.run(_run_until_signal, settings)
     return 0
 
 
 async def _run_until_signal(settings: Settings) -> None:
+    worker = current_worker()  # set when a --workers parent started this process
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with open_node(settings) as node:
             logger.info(
-                "tandem %s profile listening on ws://%s:%s/ (status: /status)",
+                "tandem %s profile listening on ws://%s:%s/ (status: /status)%s",
                 settings.profile,
                 settings.host,
                 node.public_port,
+                "" if worker is None else f" as worker {worker.index}",
             )
-            async for signum in signals:
-                logger.info("signal %s: shutting down gracefully", signum)
-                break
+            async with trio.open_nursery() as nursery:
+                if worker is not None:
+                    node.status_hooks["worker"] = worker.status
+                    nursery.start_soon(_stop_when_orphaned, worker, nursery.cancel_scope)
+                async for signum in signals:
+                    logger.info("signal %s: shutting down gracefully", signum)
+                    break
+                nursery.cancel_scope.cancel()
+
+
+async def _stop_when_orphaned(worker: WorkerIdentity, scope: trio.CancelScope) -> None:
+    await wait_orphaned(worker)
+    logger.warning("worker %d: the parent is gone; shutting down gracefully", worker.index)
+    scope.cancel()
 
 
 def _migrate(argv: list[str]) -> int:

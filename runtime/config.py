@@ -27,6 +27,12 @@ def _setting(default: Any, help: str, *, secret: bool = False) -> Any:
 class Settings:
     host: str = _setting("127.0.0.1", "address to bind")
     port: int = _setting(8080, "port for WebSocket and HTTP (0: pick a free one)")
+    workers: int = _setting(
+        1, "processes serving the port, one per core (> 1 needs TANDEM_REDIS_URL)"
+    )
+    reuse_port: bool = _setting(
+        False, "bind the public port with SO_REUSEPORT, shared with other processes"
+    )
     internal_port: int | None = _setting(
         None, "serve /status on this port instead of the public one"
     )
@@ -179,6 +185,25 @@ def load_settings(
     return settings
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Every setting as ``TANDEM_<NAME>``: what :func:`load_settings` reads back unchanged.
+
+    How ``--workers`` hands its settings to each worker: environment, not flags,
+    so secrets do not show in ``ps``.
+    """
+    out = {}
+    for field in attrs.fields(Settings):
+        value = getattr(settings, field.name)
+        if value is None:
+            text = ""  # "unset" for the optional ones (_convert)
+        elif isinstance(value, bool):
+            text = "1" if value else "0"
+        else:
+            text = str(value)
+        out[f"TANDEM_{field.name.upper()}"] = text
+    return out
+
+
 def _parse(field: attrs.Attribute[Any], raw: str, where: str) -> Any:
     try:
         return _convert(field, raw)
@@ -225,6 +250,25 @@ def validate(settings: Settings) -> None:
     from runtime.gateways.encryption import keyring_from_settings  # raises ConfigError
 
     keyring_from_settings(settings)
+    if settings.workers < 1:
+        raise ConfigError("workers must be >= 1")
+    if settings.workers > 1 and not settings.redis_url:
+        # The workers are separate processes: only a cluster (Redis) gives them one
+        # order per session, shared presence, shared rate limits and invalidation.
+        raise ConfigError(
+            f"--workers {settings.workers} needs TANDEM_REDIS_URL: the workers are "
+            "nodes of one cluster, coordinated through Redis"
+        )
+    if settings.workers > 1 and settings.port < 0:
+        raise ConfigError("--workers needs a public port (>= 0)")
+    if settings.workers > 1 and settings.internal_port:
+        # worker i serves /status on internal_port + i (runtime/workers.py)
+        internal = range(settings.internal_port, settings.internal_port + settings.workers)
+        if internal[-1] > 65535 or settings.port in internal:
+            raise ConfigError(
+                f"--workers {settings.workers} uses internal ports {internal[0]}-{internal[-1]}:"
+                " they must be <= 65535 and not include the public port"
+            )
     if settings.presence_timeout <= 0:
         raise ConfigError("presence_timeout must be > 0")
     if settings.max_message_bytes < 1024:

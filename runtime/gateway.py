@@ -105,10 +105,15 @@ class SocketGateway:
         port: int,
         router: HttpRouter,
         *,
+        reuse_port: bool = False,
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            # Several processes listen on one port; the kernel spreads connections
+            # among them (`tandem serve --workers`, runtime/workers.py).
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listener.bind((host, port))
         listener.listen(1024)
         listener.setblocking(False)

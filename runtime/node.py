@@ -16,6 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import attrs
@@ -278,7 +279,10 @@ class TandemNode:
             async with trio.open_nursery() as listeners:
                 if self.settings.port >= 0:
                     self.public_port = await listeners.start(
-                        self.gateway.serve_tcp, self.settings.host, self.settings.port, self.http
+                        partial(self.gateway.serve_tcp, reuse_port=self.settings.reuse_port),
+                        self.settings.host,
+                        self.settings.port,
+                        self.http,
                     )
                 if self.settings.internal_port is not None:
                     self.internal_port = await listeners.start(
