@@ -115,7 +115,9 @@ class SocketGateway:
             # among them (`tandem serve --workers`, runtime/workers.py).
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listener.bind((host, port))
-        listener.listen(1024)
+        # The kernel caps this at net.core.somaxconn: a ramp of thousands of connects
+        # while the loop is busy must queue, not be refused.
+        listener.listen(4096)
         listener.setblocking(False)
         try:
             task_status.started(listener.getsockname()[1])
