@@ -36,6 +36,7 @@ from actors.messages import (
     GetParticipants,
     JoinSession,
     LeaveSession,
+    Peer,
     PublishEvent,
     SessionMessage,
     SetPresence,
@@ -188,6 +189,7 @@ class ClusterSessions:
             if message.get("type") == "session:joined":
                 relay = self.relays.get(message["sessionId"])
                 if relay is not None:
+                    relay.joining.pop(conn.id, None)
                     relay.members[conn.id] = conn  # live frames from here on
             conn.send(message)
         elif kind == "frame":
@@ -197,6 +199,7 @@ class ClusterSessions:
             relay = self.relays.get(session_id)
             if relay is not None:
                 relay.members.pop(conn.id, None)
+                relay.joining.pop(conn.id, None)
             conn.session_lost(session_id, str(header["r"]))
 
     async def run_requests(self) -> None:
@@ -441,6 +444,8 @@ class Relay:
         self.mailbox = mailbox
         self.owner = owner
         self.members: dict[str, ClientConnection] = {}
+        # Joins forwarded, not answered yet: if the owner dies now, they must hear it too.
+        self.joining: dict[str, Peer] = {}
         self.token = secrets.token_hex(4)
         self._questions: trio.Nursery  # set in run()
 
@@ -453,9 +458,10 @@ class Relay:
                 conn.send_shared(frame)
 
     def _abandon(self, reason: str) -> None:
-        for conn in self.members.values():
+        for conn in {**self.joining, **self.members}.values():
             conn.session_lost(self.session_id, reason)
         self.members.clear()
+        self.joining.clear()
 
     async def run(self, task_status: trio.TaskStatus[None]) -> bool:
         """True when the owner went away (try to take over), False when done."""
@@ -518,6 +524,7 @@ class Relay:
         if isinstance(message, JoinSession):
             conn = message.peer
             self.members.pop(conn.id, None)  # joined again: live once the owner answers
+            self.joining[conn.id] = conn
             self.cluster.forward(
                 self.owner,
                 {
@@ -532,6 +539,7 @@ class Relay:
             )
         elif isinstance(message, LeaveSession):
             self.members.pop(message.peer.id, None)
+            self.joining.pop(message.peer.id, None)
             self.cluster.forward(
                 self.owner,
                 {
