@@ -241,6 +241,11 @@ class ClusterSessions:
         else:
             peer = self.peers.get(conn_id)
             if peer is None:
+                if op == "publish":
+                    # Not a member here (dropped as on a dead node, or its join went to a
+                    # previous owner): its ack would never come. Make it rejoin.
+                    stranger = RemotePeer(self.bus, str(header["n"]), conn_id, "", "")
+                    stranger.session_lost(session_id, "restart")
                 return
             if op == "leave":
                 peer.joined.discard(session_id)
@@ -387,8 +392,16 @@ class ClusteredSession:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         status: trio.TaskStatus[None] = task_status
+        backoff = 0.05
         while True:
-            owner = await self.cluster.acquire(self.session_id)
+            try:
+                owner = await self.cluster.acquire(self.session_id)
+            except RedisUnavailable:
+                # Nobody can tell who owns the session until Redis is back; requests
+                # wait in the mailbox (senders time out with `overloaded`) meanwhile.
+                await trio.sleep(backoff)
+                backoff = min(2 * backoff, 1.0)
+                continue
             if owner == self.cluster.node.node_id:
                 await self._own(status)
                 return
@@ -400,8 +413,12 @@ class ClusteredSession:
     async def _own(self, task_status: trio.TaskStatus[None]) -> None:
         cluster = self.cluster
         channel = cluster.session_channel(self.session_id)
+        me = cluster.node.node_id
         actor = cluster.node.local_session_actor(
-            self.session_id, self.mailbox, on_frame=lambda p: cluster.bus.publish(channel, p)
+            self.session_id,
+            self.mailbox,
+            # Tagged with the owner: a relay must not take frames from anyone else.
+            on_frame=lambda p: cluster.bus.publish(channel, envelope({"o": me}, p)),
         )
         lost = False
         try:
@@ -447,9 +464,20 @@ class Relay:
         # Joins forwarded, not answered yet: if the owner dies now, they must hear it too.
         self.joining: dict[str, Peer] = {}
         self.token = secrets.token_hex(4)
+        self.stale = False  # a frame from another owner arrived: the lease moved
+        self._waiting = trio.CancelScope()  # the wait for the next message
         self._questions: trio.Nursery  # set in run()
 
-    def _frame(self, payload: bytes) -> None:
+    def _frame(self, data: bytes) -> None:
+        header, payload = open_envelope(data)
+        if header.get("o") != self.owner:
+            # A new owner took over before our lease check noticed (its first seq may
+            # follow one the dead owner stored but never broadcast): passing its frames
+            # on would skip that seq. Members resume with `since` instead.
+            self.stale = True
+            self._abandon("restart")
+            self._waiting.cancel()  # stop waiting for the next message: it is not ours
+            return
         frame = SharedFrame(payload)
         for conn in list(self.members.values()):
             if conn.closed:
@@ -490,8 +518,10 @@ class Relay:
         check = cluster.lease_ms / 3000
         idle_since = trio.current_time()
         while True:
+            if self.stale:
+                return True  # take over or follow the new owner, before the next message
             message: SessionMessage | None = None
-            with trio.move_on_after(check):
+            with trio.move_on_after(check) as self._waiting:
                 try:
                     message = await self.mailbox.receive()
                 except trio.EndOfChannel:
@@ -501,8 +531,11 @@ class Relay:
                 idle_since = trio.current_time()
                 self._handle(message)
                 continue
-            owner = await cluster.redis.get(cluster.owner_key(self.session_id))
-            if owner is None or owner.decode() != self.owner:
+            try:
+                owner = await cluster.redis.get(cluster.owner_key(self.session_id))
+            except RedisUnavailable:
+                continue  # cannot tell: keep relaying; the reconnect resynchronises
+            if self.stale or owner is None or owner.decode() != self.owner:
                 self._abandon("restart")
                 return True
             if (
@@ -521,6 +554,14 @@ class Relay:
     def _handle(self, message: SessionMessage) -> None:
         assert self.owner is not None
         sid = self.session_id
+        peer = getattr(message, "peer", None)
+        if isinstance(peer, RemotePeer):
+            # Forwarded to this node when it owned the session; it has lost it since.
+            # Forwarding again would make this node the member's home (its replies
+            # would be lost): tell the member instead, so it rejoins from its own node.
+            if not isinstance(message, LeaveSession):
+                peer.session_lost(sid, "restart")
+            return
         if isinstance(message, JoinSession):
             conn = message.peer
             self.members.pop(conn.id, None)  # joined again: live once the owner answers

@@ -175,3 +175,52 @@ async def open_node_processes(n: int, **settings: Any) -> AsyncIterator[list[Nod
                 node.kill()
             for node in nodes:
                 await node.reap()
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free port, to kill and restart (no persistence)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = free_port() if port is None else port
+        self.process: trio.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        """Start it and wait until it accepts connections."""
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        self.process = await trio.lowlevel.open_process(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        with trio.fail_after(10):
+            while True:
+                try:
+                    stream = await trio.open_tcp_stream("127.0.0.1", self.port)
+                except OSError:
+                    await trio.sleep(0.02)
+                    continue
+                async with stream:
+                    await stream.send_all(b"PING\r\n")
+                    if (await stream.receive_some(64)).startswith(b"+PONG"):
+                        return
+
+    async def kill(self) -> None:
+        """SIGKILL and reap: everything it held (leases, subscriptions) is gone."""
+        if self.process is not None and self.process.returncode is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        if self.process is not None:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await self.process.wait()
+
+
+@asynccontextmanager
+async def open_redis_server() -> AsyncIterator[RedisServer]:
+    server = RedisServer()
+    try:
+        await server.start()
+        yield server
+    finally:
+        await server.kill()
