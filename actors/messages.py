@@ -101,9 +101,12 @@ class PresenceChanged:
 
 @attrs.frozen(eq=False)
 class GetParticipants:
-    """A question: who is present. The answer goes to ``reply`` (a channel of size 1)."""
+    """A question: who is present. The answer goes to ``reply`` (a channel of size 1).
 
-    reply: trio.MemorySendChannel[list[JSON]]
+    A relay node answers with the exception that stopped it asking the owner.
+    """
+
+    reply: trio.MemorySendChannel[list[JSON] | Exception]
 
 
 SessionMessage = (

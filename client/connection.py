@@ -245,8 +245,9 @@ class TandemClient(CommentsMixin):
         Durable events are acknowledged once stored. An ephemeral event
         (``durable=False``: never stored or replayed) is acknowledged at once;
         the server may give it the seq of the durable event it follows. At-most-once: if the
-        connection drops before the ack, :class:`Disconnected` is raised and
-        the event may or may not exist — the client never resends it itself.
+        connection drops (or the session restarts) before the ack,
+        :class:`Disconnected` is raised and the event may or may not exist —
+        the client never resends it itself.
         The event also arrives through :meth:`messages` like everyone else's.
         """
         reply = await self._request(
@@ -565,8 +566,18 @@ class TandemClient(CommentsMixin):
         elif state.leaving:
             del self._sessions[session_id]
         elif self._conn_nursery is not None and self._ws is not None:
-            # The session actor restarted: rejoin from where we are, transparently.
+            # The session actor restarted (a crash, or its owner node died): publishes
+            # still waiting for an ack will never get one, and may or may not exist.
+            self._fail_session_requests(session_id)
+            # Rejoin from where we are, transparently.
             await self._conn_nursery.start(self._rejoin, self._ws, session_id)
+
+    def _fail_session_requests(self, session_id: str) -> None:
+        for ref, pending in list(self._pending.items()):
+            # A rejoin in flight is failed too: its _rejoin task ends, a new one starts.
+            if pending.kind in ("publish", "join") and pending.session_id == session_id:
+                del self._pending[ref]
+                pending.fail(Disconnected(f"session {session_id} restarted before the ack"))
 
     async def _deliver(self, msg: Message) -> None:
         """Queue ``msg`` for :meth:`messages`; waits (stops reading the socket) while full."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -149,6 +149,10 @@ class TandemNode:
         )
         # Cluster mode: route a presence update elsewhere (True: handled).
         self.presence_router: Callable[[str, ClientConnection, Any], bool] | None = None
+        # Cluster mode: who is present in a session live on another node only.
+        self.remote_participants: Callable[[str], Awaitable[list[Any]]] | None = None
+        # Cluster mode: how long a question to another node waits (0: no cluster).
+        self.request_timeout = 0.0
         self.registry.add_kind(self.session_kind)
         self.registry.add_kind(self.presence_kind)
         self.http.add("GET", "/healthz", self._healthz)
@@ -221,17 +225,39 @@ class TandemNode:
         return result
 
     async def participants(self, session_id: str) -> list[Any]:
-        """Who is present in a live session (an empty list when it is not live)."""
+        """Who is present in a live session (an empty list when it is not live).
+
+        In cluster mode a session live on another node only is asked there;
+        a relay or that question raises ``ClusterRequestError`` when the owner
+        does not answer (an empty list would claim nobody is there).
+        """
         mailbox = self.registry.lookup(self.session_kind, session_id)
         if mailbox is None:
+            if self.remote_participants is not None:
+                return await self.remote_participants(session_id)
             return []
-        send, receive = trio.open_memory_channel[list[Any]](1)
-        with trio.move_on_after(self.settings.mailbox_timeout):
+        return await self.local_participants(session_id, mailbox)
+
+    async def local_participants(
+        self, session_id: str, mailbox: Mailbox[SessionMessage] | None = None
+    ) -> list[Any]:
+        """Who is present, asking only this node's actor (never forwarded again)."""
+        if mailbox is None:
+            mailbox = self.registry.lookup(self.session_kind, session_id)
+            if mailbox is None:
+                return []
+        send, receive = trio.open_memory_channel[list[Any] | Exception](1)
+        # The relay's own wait for the owner is bounded by cluster_request_timeout;
+        # give it that long to answer before we stop listening.
+        with trio.move_on_after(self.settings.mailbox_timeout + self.request_timeout):
             try:
                 await mailbox.send(GetParticipants(send))
             except MailboxClosed:
                 return []
-            return await receive.receive()
+            result = await receive.receive()
+            if isinstance(result, Exception):
+                raise result
+            return result
         return []
 
     async def inject_failure(self, key: str, reason: str = "injected failure") -> bool:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from runtime.node import TandemNode
 
 JSON = Any
-_STATUS = {"not_found": 404, "forbidden": 403, "invalid_message": 400}
+_STATUS = {"not_found": 404, "forbidden": 403, "invalid_message": 400, "overloaded": 503}
 
 
 def _user(_: object, attribute: attrs.Attribute[Any], value: Any) -> None:

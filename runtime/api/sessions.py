@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from runtime.api.guard import api_guard
+from runtime.cluster.requests import ClusterRequestError
 from runtime.gateways.memory import MemberRecord, SessionExists, SessionNotFound, SessionRecord
 from runtime.http import HttpRequest, HttpResponse, HttpRouter, error_response, json_response
 from runtime.protocol.codec import DecodeError, decode_body
@@ -184,7 +185,10 @@ class SessionsApi:
         return HttpResponse(204)
 
     async def participants(self, request: HttpRequest) -> HttpResponse:
-        participants = await self._node.participants(request.params["id"])
+        try:
+            participants = await self._node.participants(request.params["id"])
+        except ClusterRequestError as exc:  # the owner node did not answer: not "nobody"
+            return error_response(503, "overloaded", f"participants unavailable: {exc}")
         return json_response(200, {"participants": participants})
 
     async def events(self, request: HttpRequest) -> HttpResponse:

@@ -36,12 +36,14 @@ from actors.messages import (
     GetParticipants,
     JoinSession,
     LeaveSession,
+    Peer,
     PublishEvent,
     SessionMessage,
     SetPresence,
 )
 from runtime.actor import Fail, InjectedFailure
 from runtime.cluster.bus import ClusterBus, envelope, open_envelope
+from runtime.cluster.requests import ClusterRequestError, OwnerUnavailable, Requests
 from runtime.gateways.redis import RedisGateway, RedisUnavailable
 from runtime.mailbox import Mailbox, MailboxClosed
 from runtime.protocol.codec import encode
@@ -108,8 +110,14 @@ class ClusterSessions:
         self.peers: dict[str, RemotePeer] = {}
         self.channel = bus.name(f"node:{node.node_id}")
         self._requests, self._incoming = trio.open_memory_channel[dict[str, Any]](65536)
+        # Questions to an owner (participants, server-side appends) wait this long:
+        # the owner may wait mailbox_timeout for room, then for the store's write.
+        self.request_timeout = 2 * node.settings.mailbox_timeout
+        self.questions = Requests(bus, node.node_id)
         node.make_session_actor = self.make_actor
         node.presence_router = self.route_presence
+        node.remote_participants = self.remote_participants
+        node.request_timeout = self.request_timeout
 
     def owner_key(self, session_id: str) -> str:
         return self.bus.name(f"owner:{session_id}")
@@ -142,9 +150,31 @@ class ClusterSessions:
         )
         return True
 
+    async def ask(self, owner: str, header: dict[str, Any]) -> dict[str, Any]:
+        """A question to ``owner``'s node; its answer, or a ClusterRequestError."""
+        with trio.move_on_after(self.request_timeout):
+            return await self.questions.ask(owner, header)
+        raise OwnerUnavailable(
+            f"session owner {owner} did not answer within {self.request_timeout:g} s"
+        )
+
+    async def remote_participants(self, session_id: str) -> list[Any]:
+        """Who is present in a session not live here: ask its owner, if it has one."""
+        try:
+            owner = await self.redis.get(self.owner_key(session_id))
+        except RedisUnavailable as exc:
+            raise OwnerUnavailable(f"cannot find the owner of {session_id}: {exc}") from exc
+        if owner is None or owner.decode() == self.node.node_id:
+            return []  # not live anywhere (or only just passivated here)
+        reply = await self.ask(owner.decode(), {"op": "participants", "s": session_id})
+        return list(reply["v"])
+
     def _received(self, data: bytes) -> None:
         header, payload = open_envelope(data)
         kind = header["t"]
+        if kind == "rep":
+            self.questions.received(header)
+            return
         if kind == "req":
             try:
                 self._requests.send_nowait(header)
@@ -159,6 +189,7 @@ class ClusterSessions:
             if message.get("type") == "session:joined":
                 relay = self.relays.get(message["sessionId"])
                 if relay is not None:
+                    relay.joining.pop(conn.id, None)
                     relay.members[conn.id] = conn  # live frames from here on
             conn.send(message)
         elif kind == "frame":
@@ -168,51 +199,115 @@ class ClusterSessions:
             relay = self.relays.get(session_id)
             if relay is not None:
                 relay.members.pop(conn.id, None)
+                relay.joining.pop(conn.id, None)
             conn.session_lost(session_id, str(header["r"]))
 
     async def run_requests(self) -> None:
-        """Requests from other nodes' relays, handled in arrival order."""
-        async for header in self._incoming:
-            session_id = str(header["s"])
-            conn_id = str(header["c"])
-            op = header["op"]
-            if op == "join":
-                peer = self.peers.get(conn_id)
-                if peer is None or peer.closed:
-                    peer = RemotePeer(
-                        self.bus, str(header["n"]), conn_id, str(header["u"]), str(header["nm"])
-                    )
-                    self.peers[conn_id] = peer
-                peer.joined.add(session_id)
-                message: object = JoinSession(peer, header.get("since"), header.get("ref"))
-            elif op == "presence":
-                try:
-                    mailbox = await self.node.presence_mailbox(session_id)
-                    mailbox.post(conn_id, SetPresence(header.get("st")))
-                except (MailboxClosed, SpawnFailed):
-                    pass  # presence heals with the next update
-                continue
+        """Requests from other nodes' relays, handled in arrival order.
+
+        Answers that take time (an append waits for the store) are awaited in
+        tasks of this nursery, so one slow write does not hold up the queue.
+        """
+        async with trio.open_nursery() as nursery:
+            async for header in self._incoming:
+                await self._request(header, nursery)
+
+    async def _request(self, header: dict[str, Any], nursery: trio.Nursery) -> None:
+        session_id = str(header["s"])
+        op = header["op"]
+        if op == "participants":
+            nursery.start_soon(self._answer_participants, header)
+            return
+        if op == "append":
+            await self._append(header, nursery)
+            return
+        conn_id = str(header["c"])
+        if op == "join":
+            peer = self.peers.get(conn_id)
+            if peer is None or peer.closed:
+                peer = RemotePeer(
+                    self.bus, str(header["n"]), conn_id, str(header["u"]), str(header["nm"])
+                )
+                self.peers[conn_id] = peer
+            peer.joined.add(session_id)
+            message: object = JoinSession(peer, header.get("since"), header.get("ref"))
+        elif op == "presence":
+            try:
+                mailbox = await self.node.presence_mailbox(session_id)
+                mailbox.post(conn_id, SetPresence(header.get("st")))
+            except (MailboxClosed, SpawnFailed):
+                pass  # presence heals with the next update
+            return
+        else:
+            peer = self.peers.get(conn_id)
+            if peer is None:
+                if op == "publish":
+                    # Not a member here (dropped as on a dead node, or its join went to a
+                    # previous owner): its ack would never come. Make it rejoin.
+                    stranger = RemotePeer(self.bus, str(header["n"]), conn_id, "", "")
+                    stranger.session_lost(session_id, "restart")
+                return
+            if op == "leave":
+                peer.joined.discard(session_id)
+                message = LeaveSession(peer, header.get("ref"), reply=bool(header["reply"]))
             else:
-                peer = self.peers.get(conn_id)
-                if peer is None:
-                    continue
-                if op == "leave":
-                    peer.joined.discard(session_id)
-                    message = LeaveSession(peer, header.get("ref"), reply=bool(header["reply"]))
-                else:
-                    message = PublishEvent(
-                        peer,
-                        str(header["name"]),
-                        header.get("data"),
-                        bool(header["durable"]),
-                        header.get("ref"),
-                        sensitive=bool(header.get("sensitive", False)),
-                    )
-            with trio.move_on_after(self.node.settings.mailbox_timeout):
-                try:
-                    await self.node.send_to_session(session_id, message)
-                except Exception as exc:
-                    logger.warning("cluster: request for %s failed: %r", session_id, exc)
+                message = PublishEvent(
+                    peer,
+                    str(header["name"]),
+                    header.get("data"),
+                    bool(header["durable"]),
+                    header.get("ref"),
+                    sensitive=bool(header.get("sensitive", False)),
+                )
+        with trio.move_on_after(self.node.settings.mailbox_timeout):
+            try:
+                await self.node.send_to_session(session_id, message)
+            except Exception as exc:
+                logger.warning("cluster: request for %s failed: %r", session_id, exc)
+
+    async def _answer_participants(self, header: dict[str, Any]) -> None:
+        node, request_id = str(header["n"]), str(header["id"])
+        try:
+            # Only this node's actor: if it is a relay now, the asker retries later.
+            participants = await self.node.local_participants(str(header["s"]))
+        except ClusterRequestError as exc:
+            self.questions.answer(node, request_id, {"ok": False, "e": str(exc)})
+        else:
+            self.questions.answer(node, request_id, {"ok": True, "v": participants})
+
+    async def _append(self, header: dict[str, Any], nursery: trio.Nursery) -> None:
+        """Queue a relay's AppendEvent in arrival order; answer once it is durable."""
+        node, request_id = str(header["n"]), str(header["id"])
+        send, receive = trio.open_memory_channel[int | Exception](1)
+        message = AppendEvent(
+            str(header["name"]),
+            header.get("data"),
+            str(header["u"]),
+            send,
+            bool(header.get("sensitive", False)),
+        )
+        queued = False
+        with trio.move_on_after(self.node.settings.mailbox_timeout):
+            try:
+                await self.node.send_to_session(str(header["s"]), message)
+                queued = True
+            except Exception as exc:
+                self.questions.answer(node, request_id, {"ok": False, "e": repr(exc)})
+                return
+        if not queued:
+            self.questions.answer(node, request_id, {"ok": False, "e": "owner overloaded"})
+            return
+
+        async def answer_when_durable() -> None:
+            result: int | Exception = OwnerUnavailable("no answer from the session")
+            with trio.move_on_after(self.request_timeout):
+                result = await receive.receive()
+            if isinstance(result, Exception):
+                self.questions.answer(node, request_id, {"ok": False, "e": repr(result)})
+            else:
+                self.questions.answer(node, request_id, {"ok": True, "seq": result})
+
+        nursery.start_soon(answer_when_durable)
 
     # -- node leases --------------------------------------------------------------
 
@@ -297,8 +392,16 @@ class ClusteredSession:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         status: trio.TaskStatus[None] = task_status
+        backoff = 0.05
         while True:
-            owner = await self.cluster.acquire(self.session_id)
+            try:
+                owner = await self.cluster.acquire(self.session_id)
+            except RedisUnavailable:
+                # Nobody can tell who owns the session until Redis is back; requests
+                # wait in the mailbox (senders time out with `overloaded`) meanwhile.
+                await trio.sleep(backoff)
+                backoff = min(2 * backoff, 1.0)
+                continue
             if owner == self.cluster.node.node_id:
                 await self._own(status)
                 return
@@ -310,8 +413,12 @@ class ClusteredSession:
     async def _own(self, task_status: trio.TaskStatus[None]) -> None:
         cluster = self.cluster
         channel = cluster.session_channel(self.session_id)
+        me = cluster.node.node_id
         actor = cluster.node.local_session_actor(
-            self.session_id, self.mailbox, on_frame=lambda p: cluster.bus.publish(channel, p)
+            self.session_id,
+            self.mailbox,
+            # Tagged with the owner: a relay must not take frames from anyone else.
+            on_frame=lambda p: cluster.bus.publish(channel, envelope({"o": me}, p)),
         )
         lost = False
         try:
@@ -354,9 +461,23 @@ class Relay:
         self.mailbox = mailbox
         self.owner = owner
         self.members: dict[str, ClientConnection] = {}
+        # Joins forwarded, not answered yet: if the owner dies now, they must hear it too.
+        self.joining: dict[str, Peer] = {}
         self.token = secrets.token_hex(4)
+        self.stale = False  # a frame from another owner arrived: the lease moved
+        self._waiting = trio.CancelScope()  # the wait for the next message
+        self._questions: trio.Nursery  # set in run()
 
-    def _frame(self, payload: bytes) -> None:
+    def _frame(self, data: bytes) -> None:
+        header, payload = open_envelope(data)
+        if header.get("o") != self.owner:
+            # A new owner took over before our lease check noticed (its first seq may
+            # follow one the dead owner stored but never broadcast): passing its frames
+            # on would skip that seq. Members resume with `since` instead.
+            self.stale = True
+            self._abandon("restart")
+            self._waiting.cancel()  # stop waiting for the next message: it is not ours
+            return
         frame = SharedFrame(payload)
         for conn in list(self.members.values()):
             if conn.closed:
@@ -365,9 +486,10 @@ class Relay:
                 conn.send_shared(frame)
 
     def _abandon(self, reason: str) -> None:
-        for conn in self.members.values():
+        for conn in {**self.joining, **self.members}.values():
             conn.session_lost(self.session_id, reason)
         self.members.clear()
+        self.joining.clear()
 
     async def run(self, task_status: trio.TaskStatus[None]) -> bool:
         """True when the owner went away (try to take over), False when done."""
@@ -377,38 +499,53 @@ class Relay:
         cluster.bus.on_reconnect.append(self._reconnected)
         try:
             await cluster.bus.listen(channel, self._frame)
-            task_status.started()
-            check = cluster.lease_ms / 3000
-            idle_since = trio.current_time()
-            while True:
-                message: SessionMessage | None = None
-                with trio.move_on_after(check):
-                    try:
-                        message = await self.mailbox.receive()
-                    except trio.EndOfChannel:
-                        self._abandon("shutdown")
-                        return False
-                if message is not None:
-                    idle_since = trio.current_time()
-                    self._handle(message)
-                    continue
-                owner = await cluster.redis.get(cluster.owner_key(self.session_id))
-                if owner is None or owner.decode() != self.owner:
-                    self._abandon("restart")
-                    return True
-                if (
-                    not self.members
-                    and self.mailbox.depth == 0
-                    and trio.current_time() - idle_since >= cluster.node.settings.passivate_after
-                ):
-                    self.mailbox.close()
-                    return False
+            async with trio.open_nursery() as nursery:
+                self._questions = nursery  # questions to the owner, answered while we relay
+                try:
+                    return await self._relay(task_status)
+                finally:
+                    nursery.cancel_scope.cancel()  # pending questions answer "unavailable"
         finally:
             cluster.bus.on_reconnect.remove(self._reconnected)
             if cluster.relays.get(self.session_id) is self:
                 del cluster.relays[self.session_id]
             with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                 await cluster.bus.unlisten(channel)
+
+    async def _relay(self, task_status: trio.TaskStatus[None]) -> bool:
+        cluster = self.cluster
+        task_status.started()
+        check = cluster.lease_ms / 3000
+        idle_since = trio.current_time()
+        while True:
+            if self.stale:
+                return True  # take over or follow the new owner, before the next message
+            message: SessionMessage | None = None
+            with trio.move_on_after(check) as self._waiting:
+                try:
+                    message = await self.mailbox.receive()
+                except trio.EndOfChannel:
+                    self._abandon("shutdown")
+                    return False
+            if message is not None:
+                idle_since = trio.current_time()
+                self._handle(message)
+                continue
+            try:
+                owner = await cluster.redis.get(cluster.owner_key(self.session_id))
+            except RedisUnavailable:
+                continue  # cannot tell: keep relaying; the reconnect resynchronises
+            if self.stale or owner is None or owner.decode() != self.owner:
+                self._abandon("restart")
+                return True
+            if (
+                not self.members
+                and self.mailbox.depth == 0
+                and not self._questions.child_tasks
+                and trio.current_time() - idle_since >= cluster.node.settings.passivate_after
+            ):
+                self.mailbox.close()
+                return False
 
     def _reconnected(self) -> None:
         # Frames published while the subscription was down are lost: members resume.
@@ -417,9 +554,18 @@ class Relay:
     def _handle(self, message: SessionMessage) -> None:
         assert self.owner is not None
         sid = self.session_id
+        peer = getattr(message, "peer", None)
+        if isinstance(peer, RemotePeer):
+            # Forwarded to this node when it owned the session; it has lost it since.
+            # Forwarding again would make this node the member's home (its replies
+            # would be lost): tell the member instead, so it rejoins from its own node.
+            if not isinstance(message, LeaveSession):
+                peer.session_lost(sid, "restart")
+            return
         if isinstance(message, JoinSession):
             conn = message.peer
             self.members.pop(conn.id, None)  # joined again: live once the owner answers
+            self.joining[conn.id] = conn
             self.cluster.forward(
                 self.owner,
                 {
@@ -434,6 +580,7 @@ class Relay:
             )
         elif isinstance(message, LeaveSession):
             self.members.pop(message.peer.id, None)
+            self.joining.pop(message.peer.id, None)
             self.cluster.forward(
                 self.owner,
                 {
@@ -459,8 +606,37 @@ class Relay:
                 },
             )
         elif isinstance(message, GetParticipants):
-            message.reply.send_nowait([])  # known limitation: ask the owner's node
+            self._questions.start_soon(
+                self._ask_owner, {"op": "participants", "s": sid}, message.reply
+            )
         elif isinstance(message, AppendEvent):
-            message.reply.send_nowait(RuntimeError("append on the owner's node"))
+            header = {
+                "op": "append",
+                "s": sid,
+                "name": message.name,
+                "data": message.data,
+                "u": message.user_id,
+                "sensitive": message.sensitive,
+            }
+            self._questions.start_soon(self._ask_owner, header, message.reply)
         elif isinstance(message, Fail):
             raise InjectedFailure(message.reason)
+
+    async def _ask_owner(self, header: dict[str, Any], reply: trio.MemorySendChannel[Any]) -> None:
+        """Ask the owner; hand its answer (seq, participants) or the failure to ``reply``.
+
+        Whoever waits on ``reply`` always hears back: if this relay stops first
+        (the nursery is cancelled), it is told the owner is unavailable.
+        """
+        assert self.owner is not None
+        answer: object = OwnerUnavailable(f"relay for {self.session_id} stopped")
+        try:
+            response = await self.cluster.ask(self.owner, header)
+            answer = response["v"] if header["op"] == "participants" else int(response["seq"])
+        except ClusterRequestError as exc:
+            answer = exc
+        finally:
+            try:
+                reply.send_nowait(answer)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # the asker gave up waiting

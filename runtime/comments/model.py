@@ -47,6 +47,12 @@ class Invalid(CommentError):
     code = "invalid_message"
 
 
+class Unavailable(CommentError):
+    """The session's stream could not take the event now (its owner node did not answer)."""
+
+    code = "overloaded"
+
+
 @attrs.frozen(slots=True)
 class ThreadRecord:
     id: str

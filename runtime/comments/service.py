@@ -23,6 +23,7 @@ import attrs
 import orjson
 import trio
 
+from runtime.cluster.requests import ClusterRequestError
 from runtime.comments.model import (
     MAX_DEPTH,
     MAX_MENTIONS,
@@ -33,6 +34,7 @@ from runtime.comments.model import (
     NotFound,
     ThreadFilter,
     ThreadRecord,
+    Unavailable,
     comment_json,
     emoji_problem,
     thread_json,
@@ -315,7 +317,10 @@ class CommentService:
     # -- helpers ----------------------------------------------------------------------
 
     async def _emit(self, session_id: str, name: str, data: JSON, user_id: str) -> int:
-        seq = await self._append(session_id, name, data, user_id)
+        try:
+            seq = await self._append(session_id, name, data, user_id)
+        except ClusterRequestError as exc:  # a relay node could not reach the owner
+            raise Unavailable(f"session stream unavailable, retry: {exc}") from exc
         await self._published(session_id, seq, name, data)
         return seq
 

@@ -58,6 +58,9 @@ class RedisHealth:
     reconnects: int  # pub/sub connection re-established
     last_error: str | None
     last_error_age_s: float | None
+    outages: int  # times Redis went from reachable to unreachable
+    outage_s: float | None  # how long the current outage has lasted (None: reachable)
+    last_outage_s: float | None  # how long the last finished outage lasted
 
 
 class RedisGateway:
@@ -87,6 +90,10 @@ class RedisGateway:
         self._last_error: str | None = None
         self._last_error_at: float | None = None
         self.reconnects = 0
+        # Outages: from the first failure after a success to the next success.
+        self.outages = 0
+        self._down_since: float | None = None
+        self._last_outage_s: float | None = None
         self._scripts: dict[str, Any] = {}
 
     # -- commands -------------------------------------------------------------------
@@ -102,7 +109,7 @@ class RedisGateway:
             self._failed(exc)
             raise RedisUnavailable(str(exc)) from exc
         metrics.REDIS.observe(time.perf_counter() - started)
-        self._ok = True
+        self._reachable()
         return result
 
     async def get(self, key: str) -> bytes | None:
@@ -229,10 +236,20 @@ class RedisGateway:
                     event.set()
             elif kind == "message" and channel in self._channels:  # not unsubscribed since
                 await self._send.send((channel, message["data"]))
-            self._ok = True
+            self._reachable()
+
+    def _reachable(self) -> None:
+        self._ok = True
+        if self._down_since is not None:
+            self._last_outage_s = time.monotonic() - self._down_since
+            self._down_since = None
+            log.warning("redis: reachable again after %.2f s", self._last_outage_s)
 
     def _failed(self, exc: BaseException) -> None:
         self._ok = False
+        if self._down_since is None:  # a new outage (not the next failure of this one)
+            self._down_since = time.monotonic()
+            self.outages += 1
         self._last_error = f"{type(exc).__name__}: {exc}"
         self._last_error_at = time.monotonic()
         log.warning("redis: %s", self._last_error)
@@ -256,6 +273,11 @@ class RedisGateway:
             reconnects=self.reconnects,
             last_error=self._last_error,
             last_error_age_s=None if age is None else round(age, 3),
+            outages=self.outages,
+            outage_s=(
+                None if self._down_since is None else round(time.monotonic() - self._down_since, 3)
+            ),
+            last_outage_s=None if self._last_outage_s is None else round(self._last_outage_s, 3),
         )
 
     def close(self) -> None:

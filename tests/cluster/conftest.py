@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
 
+from runtime.app import Stores
+from runtime.gateways.database import open_database_gateway
+from runtime.gateways.migrate import migrate
+from runtime.gateways.postgres import PostgresEventStore, PostgresSessionRepository
 from tests.integration.conftest import database_url, pg_options, pg_schema  # noqa: F401
 
 REDIS_URL = os.environ.get("TANDEM_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -57,3 +61,13 @@ def kill_clients(redis_url: str, name_part: str = "") -> int:
         return killed
     finally:
         client.close()
+
+
+@pytest.fixture
+async def pg_stores(database_url: str, pg_options: str) -> AsyncIterator[Stores]:  # noqa: F811
+    """Stores on a fresh PostgreSQL schema, shared by the in-process nodes of a test."""
+    async with open_database_gateway(
+        database_url, min_size=1, max_size=8, statement_timeout_s=10, options=pg_options
+    ) as db:
+        await migrate(db)
+        yield Stores(PostgresEventStore(db), PostgresSessionRepository(db), db)

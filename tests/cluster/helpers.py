@@ -7,6 +7,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from runtime.app import Stores
+from runtime.cluster.sessions import ClusterSessions
 from runtime.testing import open_test_server
 from runtime.testing.server import TestServer
 
@@ -33,3 +34,10 @@ async def open_nodes(
                 )
             )
         yield nodes
+
+
+def cluster_sessions(server: TestServer) -> ClusterSessions:
+    """The cluster layer's session routing of an in-process node."""
+    owner = server.node.make_session_actor.__self__
+    assert isinstance(owner, ClusterSessions)
+    return owner

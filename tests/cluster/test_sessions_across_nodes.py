@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 import trio
 
 from runtime.app import Stores
-from runtime.gateways.database import open_database_gateway
-from runtime.gateways.migrate import migrate
-from runtime.gateways.postgres import PostgresEventStore, PostgresSessionRepository
 from tests.cluster.helpers import open_nodes
 from tests.e2e.conftest import Inbox
-
-
-@pytest.fixture
-async def pg_stores(database_url: str, pg_options: str) -> AsyncIterator[Stores]:
-    async with open_database_gateway(
-        database_url, min_size=1, max_size=8, statement_timeout_s=10, options=pg_options
-    ) as db:
-        await migrate(db)
-        yield Stores(PostgresEventStore(db), PostgresSessionRepository(db), db)
 
 
 async def test_one_order_across_nodes_and_resume_elsewhere(
