@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -17,6 +18,7 @@ import trio
 
 from actors.inbox.actor import Deliver, InboxActor, InboxConfig, InboxMessage
 from actors.inbox.state import Incoming
+from actors.messages import AppendEvent
 from runtime.comments.service import CommentService, Notice
 from runtime.gateways.comment_store import CommentStore
 from runtime.gateways.comment_store_memory import MemoryCommentStore
@@ -124,7 +126,9 @@ class Collaboration:
             notify=self._notice,
             limits=node.limits,
             clock=node.wall_clock,
+            append_many=self._append_many,
         )
+        self._sensitive = sealer_from_settings(settings) is not None
         CommentHandlers(self).register(node.dispatcher.register)
         CommentsApi(node, self).register(node.http)
         NotificationsApi(node, self).register(node.http)
@@ -147,6 +151,7 @@ class Collaboration:
             logger.warning("could not load webhook endpoints: %s", exc)
         nursery.start_soon(self.webhooks.run)
         nursery.start_soon(self._fan_out)
+        await nursery.start(self.comments.writers.run)  # batches new comments per session
 
     def status(self) -> dict[str, JSON]:
         return self.webhooks.status()
@@ -271,6 +276,25 @@ class Collaboration:
         unread = await self.notifications.unread_count(user_id)
         self._to_user(user_id, {"type": "notifications:unread", "unread": unread, "all": True})
         return {"marked": marked, "unread": unread}
+
+    # -- the stream -------------------------------------------------------------------
+
+    async def _append_many(
+        self, session_id: str, events: Sequence[tuple[str, JSON, str]]
+    ) -> list[int | Exception]:
+        """Append ``events`` to the session's stream in this order; their seqs once durable.
+
+        All are queued before any is awaited, so the session actor takes them as one
+        batch (one store write, one broadcast frame) unless its mailbox is short of room.
+        """
+        replies = []
+        with trio.fail_after(self.node.settings.mailbox_timeout):
+            for name, data, user_id in events:
+                send, receive = trio.open_memory_channel[int | Exception](1)
+                message = AppendEvent(name, data, user_id, send, self._sensitive)
+                await self.node.send_to_session(session_id, message)
+                replies.append(receive)
+        return [await reply.receive() for reply in replies]
 
     # -- webhooks ---------------------------------------------------------------------
 

@@ -5,7 +5,9 @@ store, append one durable event to the session's stream (``node.append_event``:
 every member gets it in order, resumes replay it), queue it for webhooks, then
 hand notifications to the recipients' inboxes. Changes to one session are
 serialised by a lock per session, so the stream's order is the store's order
-(positions within a thread, ``comment:created`` events) on this node.
+(positions within a thread, ``comment:created`` events) on this node. New
+comments, the frequent change, are written in batches by a writer per session
+(``writer.py``, ``batch.py``): one transaction and one append for all that queued.
 
 Callers (WebSocket handlers, the HTTP API) have already checked the caller's role
 for the operation; the service checks ownership (edit own comments; delete own,
@@ -21,10 +23,10 @@ from typing import Any
 
 import attrs
 import orjson
-import trio
 
+from runtime.comments.batch import AppendMany, CommentBatches, Created
+from runtime.comments.locks import SessionLocks
 from runtime.comments.model import (
-    MAX_DEPTH,
     MAX_MENTIONS,
     MAX_PAGE,
     CommentRecord,
@@ -37,6 +39,7 @@ from runtime.comments.model import (
     emoji_problem,
     thread_json,
 )
+from runtime.comments.writer import CommentWriters
 from runtime.gateways.comment_store import CommentStore
 from runtime.security.permissions import Role
 from runtime.security.validation import Limits, check_metadata, check_text, valid_id
@@ -79,14 +82,28 @@ class CommentService:
         notify: Notify,
         limits: Limits,
         clock: Callable[[], float],
+        append_many: AppendMany | None = None,
     ) -> None:
+        """``append_many`` appends several events in order at once (default: one by one).
+
+        Run :attr:`writers` (``nursery.start(service.writers.run)``) to batch new
+        comments; without it each is written on its own.
+        """
         self.store = store
         self._append = append
         self._published = published
         self._notify = notify
         self._limits = limits
         self._clock = clock
-        self._locks: dict[str, tuple[trio.Lock, int]] = {}
+        self._locks = SessionLocks()
+        batches = CommentBatches(
+            store,
+            locks=self._locks,
+            append_many=append_many or self._append_each,
+            published=published,
+            clock=clock,
+        )
+        self.writers: CommentWriters[CommentRecord, Created] = CommentWriters(batches.write)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -146,7 +163,7 @@ class CommentService:
             created_at=now,
             updated_at=now,
         )
-        first = _draft(thread, None, 0, user_id, body, mentioned, now)
+        first = _draft(session_id, thread.id, None, 0, user_id, body, mentioned, now)
         async with self._session(session_id):
             thread, first = await self.store.create_thread(thread, first)
             data = {**thread_json(thread), "comments": [comment_json(first, {})]}
@@ -199,29 +216,17 @@ class CommentService:
     ) -> Change:
         self._check_body(body)
         mentioned = self._check_mentions(mentions)
-        async with self._session(session_id):
-            thread = await self._thread(session_id, thread_id)
-            depth = 0
-            if parent_id is not None:
-                parent = await self.store.get_comment(session_id, parent_id)
-                if parent is None or parent.thread_id != thread_id:
-                    raise NotFound(f"no comment {parent_id!r} in this thread", "$.parentId")
-                depth = parent.depth + 1
-                if depth > MAX_DEPTH:
-                    raise Invalid(f"replies nest at most {MAX_DEPTH} deep", "$.parentId")
-            participants = await self.store.participants(session_id, thread_id)
-            now = self._clock()
-            draft = _draft(thread, parent_id, depth, user_id, body, mentioned, now)
-            thread, comment = await self.store.add_comment(draft)
-            data = comment_json(comment, {})
-            seq = await self._emit(session_id, "comment:created", data, user_id)
+        draft = _draft(session_id, thread_id, parent_id, 0, user_id, body, mentioned, 0.0)
+        # Written with whatever else this session's writer has queued (writer.py).
+        created = await self.writers.submit(session_id, draft)
+        thread, comment = created.added.thread, created.added.comment
         await self._mentions(mentioned, thread, comment, user_id)
-        repliers = tuple(sorted(participants - set(mentioned) - {user_id}))
+        repliers = tuple(sorted(created.added.participants - set(mentioned) - {user_id}))
         if repliers:
             await self._notify(
                 Notice(repliers, "reply", session_id, thread.id, user_id, _about(thread, comment))
             )
-        return Change(data, seq)
+        return Change(created.data, created.seq)
 
     async def edit_comment(
         self,
@@ -314,6 +319,17 @@ class CommentService:
 
     # -- helpers ----------------------------------------------------------------------
 
+    async def _append_each(
+        self, session_id: str, events: Sequence[tuple[str, JSON, str]]
+    ) -> list[int | Exception]:
+        seqs: list[int | Exception] = []
+        for name, data, user_id in events:
+            try:
+                seqs.append(await self._append(session_id, name, data, user_id))
+            except Exception as exc:
+                seqs.append(exc)
+        return seqs
+
     async def _emit(self, session_id: str, name: str, data: JSON, user_id: str) -> int:
         seq = await self._append(session_id, name, data, user_id)
         await self._published(session_id, seq, name, data)
@@ -358,17 +374,8 @@ class CommentService:
 
     @asynccontextmanager
     async def _session(self, session_id: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(session_id, (trio.Lock(), 0))
-        self._locks[session_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[session_id]
-            if users == 1:
-                del self._locks[session_id]
-            else:
-                self._locks[session_id] = (lock, users - 1)
+        async with self._locks.hold(session_id):
+            yield
 
 
 def _new_id(prefix: str) -> str:
@@ -376,7 +383,8 @@ def _new_id(prefix: str) -> str:
 
 
 def _draft(
-    thread: ThreadRecord,
+    session_id: str,
+    thread_id: str,
     parent_id: str | None,
     depth: int,
     user_id: str,
@@ -386,11 +394,11 @@ def _draft(
 ) -> CommentRecord:
     return CommentRecord(
         id=_new_id("cm"),
-        thread_id=thread.id,
-        session_id=thread.session_id,
+        thread_id=thread_id,
+        session_id=session_id,
         parent_id=parent_id,
         depth=depth,
-        position=0,  # the store assigns it
+        position=0,  # the store assigns it (and the depth, for a new comment)
         author_id=user_id,
         body=body,
         mentions=mentions,

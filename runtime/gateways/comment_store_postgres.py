@@ -21,7 +21,7 @@ from runtime.gateways.comment_sealing import (
     seal_body,
     seal_thread,
 )
-from runtime.gateways.comment_store import JSON, Reactions
+from runtime.gateways.comment_store import JSON, AddedComment, Reactions, placement
 from runtime.gateways.database import DatabaseGateway, Row
 from runtime.gateways.encryption import EncryptionUnavailable, Sealer
 from runtime.gateways.memory import check_text, decode_json, encode_json
@@ -207,6 +207,107 @@ class PostgresCommentStore:
             return thread, stored
 
         return await self._db.run_in_transaction(work)
+
+    async def add_comments(self, drafts: Sequence[CommentRecord]) -> list[AddedComment | Exception]:
+        """One transaction for the whole batch: lock its threads, read its parents and
+        the threads' writers, insert every comment (one pipelined ``executemany``) and
+        move each thread's count once: five round trips however many comments."""
+        results: list[AddedComment | Exception | None] = [None] * len(drafts)
+        todo: list[tuple[int, CommentRecord, tuple[str | None, bytes | None, str | None]]] = []
+        for i, draft in enumerate(drafts):
+            try:
+                check_text(draft.id, draft.body, *draft.mentions)
+                todo.append((i, draft, _sealed_body(self.sealer, draft)))  # sealed off-thread
+            except Exception as exc:
+                results[i] = exc
+        if todo:
+            done = await self._db.run_in_transaction(lambda conn: self._add_all(conn, todo))
+            for i, result in done.items():
+                results[i] = result
+        assert all(r is not None for r in results)
+        return [r for r in results if r is not None]
+
+    def _add_all(
+        self,
+        conn: Conn,
+        todo: Sequence[tuple[int, CommentRecord, tuple[str | None, bytes | None, str | None]]],
+    ) -> dict[int, AddedComment | Exception]:
+        thread_ids = sorted({draft.thread_id for _, draft, _ in todo})
+        # The row locks serialise positions within each thread (other nodes included);
+        # taken in id order so two batches never wait on each other in a cycle.
+        rows = conn.execute(
+            "SELECT " + _THREAD + " FROM comment_threads WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+            (thread_ids,),
+        ).fetchall()
+        threads = {row[0]: _thread(row, self.sealer) for row in rows}
+        parents: dict[str, tuple[str, str, int]] = {}
+        parent_ids = sorted({d.parent_id for _, d, _ in todo if d.parent_id is not None})
+        if parent_ids:
+            for cid, tid, sid, depth in conn.execute(
+                "SELECT id, thread_id, session_id, depth FROM comments WHERE id = ANY(%s)",
+                (parent_ids,),
+            ):
+                parents[cid] = (tid, sid, int(depth))
+        writers: dict[str, set[str]] = {tid: set() for tid in threads}
+        if threads:
+            for tid, author in conn.execute(
+                "SELECT DISTINCT thread_id, author_id FROM comments WHERE thread_id = ANY(%s)",
+                (list(threads),),
+            ):
+                writers[tid].add(author)
+        out: dict[int, AddedComment | Exception] = {}
+        inserts: list[tuple[Any, ...]] = []
+        for i, draft, (body, body_enc, key_id) in todo:
+            thread = threads.get(draft.thread_id)
+            depth = placement(draft, thread, parents.get(draft.parent_id or ""))
+            if isinstance(depth, Exception):
+                out[i] = depth
+                continue
+            assert thread is not None
+            position = thread.comment_count + 1
+            comment = attrs.evolve(draft, depth=depth, position=position)
+            thread = threads[thread.id] = attrs.evolve(
+                thread, comment_count=position, updated_at=draft.created_at
+            )
+            out[i] = AddedComment(thread, comment, frozenset(writers[thread.id]))
+            writers[thread.id].add(draft.author_id)
+            parents[comment.id] = (thread.id, draft.session_id, depth)
+            inserts.append(
+                (
+                    comment.id,
+                    comment.thread_id,
+                    comment.session_id,
+                    comment.parent_id,
+                    depth,
+                    position,
+                    comment.author_id,
+                    body,
+                    list(comment.mentions),
+                    comment.created_at,
+                    body_enc,
+                    key_id,
+                )
+            )
+        if inserts:
+            conn.cursor().executemany(
+                "INSERT INTO comments (id, thread_id, session_id, parent_id, depth, position,"
+                " author_id, body, mentions, created_at, body_enc, key_id)"
+                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                inserts,
+            )
+            touched = {row[1] for row in inserts}
+            moved = [t for t in threads.values() if t.id in touched]
+            conn.execute(
+                "UPDATE comment_threads t SET comment_count = u.n, updated_at = u.at"
+                " FROM unnest(%s::text[], %s::int[], %s::float8[]) AS u(id, n, at)"
+                " WHERE t.id = u.id",
+                (
+                    [t.id for t in moved],
+                    [t.comment_count for t in moved],
+                    [t.updated_at for t in moved],
+                ),
+            )
+        return out
 
     async def get_thread(self, session_id: str, thread_id: str) -> ThreadRecord | None:
         row = await self._db.fetch_one(
