@@ -1,22 +1,28 @@
-"""Writing a batch of new comments for one session: the session writer's job.
+"""Writing a batch of new comments for one session, in two stages.
 
-The batch is stored in one transaction (``CommentStore.add_comments``), then its
-``comment:created`` events are appended in one go, in position order, under the
-session's lock, so the stream keeps the store's order. Every comment is answered
-only once its event is durable. A comment the store refuses (missing thread or
-parent, too deep) fails alone; if the transaction itself fails on one bad row,
-the batch is written again one comment at a time so that row fails alone too.
+``stage``: under the session's lock, store the batch in one transaction
+(``CommentStore.add_comments``) and queue its ``comment:created`` events on the
+session's stream in position order. The lock covers the queueing, not the
+events' persistence: the session actor's mailbox order *is* the stream's order,
+so the next batch may be stored while this one's events are being written.
+
+``finish``: wait until the events are durable, queue their webhooks (in the
+session's order: the batch's :class:`~runtime.comments.locks.Turn`), and give
+each comment its result. Nothing is acknowledged before its event is
+durable. A comment the store refuses (missing thread or parent, too deep) fails
+alone; if the transaction fails on one bad row, the batch is written again one
+comment at a time so that row fails alone too.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
-from runtime.comments.locks import SessionLocks
+from runtime.comments.locks import SessionLocks, Turn
 from runtime.comments.model import CommentRecord, comment_json
 from runtime.gateways.comment_store import AddedComment, CommentStore
 from runtime.gateways.database import DatabaseError
@@ -24,20 +30,40 @@ from runtime.gateways.database import DatabaseError
 logger = logging.getLogger(__name__)
 
 JSON = Any
-#: ``(session, [(name, data, user), ...]) -> [seq or exception, ...]``, appended in order.
-AppendMany = Callable[[str, Sequence[tuple[str, JSON, str]]], Awaitable[Sequence[int | Exception]]]
 Published = Callable[[str, int, str, JSON], Awaitable[None]]  # (session, seq, name, data)
 
 EVENT = "comment:created"
 
 
+class Queued(Protocol):
+    """Events queued on a session's stream, in order."""
+
+    async def seqs(self) -> Sequence[int | Exception]:
+        """Each event's seq once durable, or why it was not stored."""
+        ...
+
+
+#: ``(session, [(name, data, user), ...])``: queue the events in this order (never raises).
+QueueEvents = Callable[[str, Sequence[tuple[str, JSON, str]]], Awaitable[Queued]]
+
+
 @attrs.frozen
 class Created:
-    """A new comment, stored and in the stream as ``seq``."""
+    """A new comment, stored and durable in the stream as ``seq``."""
 
     added: AddedComment
     data: dict[str, JSON]
     seq: int
+
+
+@attrs.frozen
+class Staged:
+    """A batch stored, its events queued: one entry per draft, in order."""
+
+    stored: list[AddedComment | Exception]
+    events: list[tuple[str, JSON, str]]  # one per AddedComment, in the same order
+    queued: Queued | None
+    turn: Turn
 
 
 class CommentBatches:
@@ -46,41 +72,55 @@ class CommentBatches:
         store: CommentStore,
         *,
         locks: SessionLocks,
-        append_many: AppendMany,
+        queue_events: QueueEvents,
         published: Published,
         clock: Callable[[], float],
     ) -> None:
         self._store = store
-        self._locks = locks
-        self._append_many = append_many
+        self.locks = locks
+        self._queue_events = queue_events
         self._published = published
         self._clock = clock
 
-    async def write(
-        self, session_id: str, drafts: Sequence[CommentRecord]
-    ) -> list[Created | Exception]:
-        """One result per draft, in order; never raises (but is cancellable)."""
-        async with self._locks.hold(session_id):
+    async def stage(self, session_id: str, drafts: Sequence[CommentRecord], turn: Turn) -> Staged:
+        """Store the batch and queue its events; never raises (but is cancellable).
+
+        ``turn`` (the caller ends it) orders the batch's webhooks among the session's.
+        """
+        async with turn.locked():
             # Stamped here, under the lock, so creation times follow positions.
             now = self._clock()
             stored = await self._store_all([attrs.evolve(d, created_at=now) for d in drafts])
-            added = [(i, r) for i, r in enumerate(stored) if isinstance(r, AddedComment)]
-            # Refused ones keep their exception; the added ones are filled in below.
-            results: list[Created | Exception | None] = [
-                r if isinstance(r, Exception) else None for r in stored
+            events = [
+                (EVENT, comment_json(r.comment, {}), r.comment.author_id)
+                for r in stored
+                if isinstance(r, AddedComment)
             ]
-            if added:
-                events = [
-                    (EVENT, comment_json(a.comment, {}), a.comment.author_id) for _, a in added
-                ]
-                try:
-                    seqs = await self._append_many(session_id, events)
-                except Exception as exc:  # the session could not take them: none is acked
-                    seqs = [exc] * len(events)
-                for (i, a), (_, data, _), seq in zip(added, events, seqs, strict=True):
-                    results[i] = await self._publish(session_id, a, data, seq)
-        assert None not in results
-        return [r for r in results if r is not None]
+            queued = await self._queue_events(session_id, events) if events else None
+        return Staged(stored, events, queued, turn)
+
+    async def finish(self, session_id: str, staged: Staged) -> list[Created | Exception]:
+        """Wait for the events, queue their webhooks; one result per draft, in order."""
+        seqs = iter(await staged.queued.seqs() if staged.queued is not None else ())
+        await staged.turn.wait()
+        events = iter(staged.events)
+        results: list[Created | Exception] = []
+        for stored in staged.stored:
+            if isinstance(stored, Exception):
+                results.append(stored)
+                continue
+            _, data, _ = next(events)
+            seq = next(seqs)
+            if isinstance(seq, Exception):
+                results.append(seq)  # stored, but not in the stream: the request fails
+                continue
+            try:
+                await self._published(session_id, seq, EVENT, data)
+            except Exception as exc:  # stored and streamed, but its webhook was not queued
+                results.append(exc)
+                continue
+            results.append(Created(stored, data, seq))
+        return results
 
     async def _store_all(self, drafts: list[CommentRecord]) -> list[AddedComment | Exception]:
         try:
@@ -98,13 +138,12 @@ class CommentBatches:
                 out.extend(await self._store_all([draft]))
             return out
 
-    async def _publish(
-        self, session_id: str, added: AddedComment, data: dict[str, JSON], seq: int | Exception
-    ) -> Created | Exception:
-        if isinstance(seq, Exception):
-            return seq
-        try:
-            await self._published(session_id, seq, EVENT, data)
-        except Exception as exc:  # stored and streamed, but its webhook was not queued
-            return exc
-        return Created(added, data, seq)
+
+@attrs.frozen
+class Appended:
+    """Events already appended (one at a time, in order): their seqs are known."""
+
+    results: Sequence[int | Exception]
+
+    async def seqs(self) -> Sequence[int | Exception]:
+        return self.results

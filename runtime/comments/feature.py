@@ -126,7 +126,7 @@ class Collaboration:
             notify=self._notice,
             limits=node.limits,
             clock=node.wall_clock,
-            append_many=self._append_many,
+            queue_events=self._queue_events,
         )
         self._sensitive = sealer_from_settings(settings) is not None
         CommentHandlers(self).register(node.dispatcher.register)
@@ -279,22 +279,26 @@ class Collaboration:
 
     # -- the stream -------------------------------------------------------------------
 
-    async def _append_many(
+    async def _queue_events(
         self, session_id: str, events: Sequence[tuple[str, JSON, str]]
-    ) -> list[int | Exception]:
-        """Append ``events`` to the session's stream in this order; their seqs once durable.
+    ) -> _Replies:
+        """Queue ``events`` on the session's stream in this order; wait for them later.
 
         All are queued before any is awaited, so the session actor takes them as one
-        batch (one store write, one broadcast frame) unless its mailbox is short of room.
+        batch (one store write, one broadcast frame) unless its mailbox is short of
+        room. One that could not be queued in time gets ``TooSlowError`` as its seq.
         """
-        replies = []
-        with trio.fail_after(self.node.settings.mailbox_timeout):
-            for name, data, user_id in events:
-                send, receive = trio.open_memory_channel[int | Exception](1)
-                message = AppendEvent(name, data, user_id, send, self._sensitive)
-                await self.node.send_to_session(session_id, message)
-                replies.append(receive)
-        return [await reply.receive() for reply in replies]
+        replies: list[trio.MemoryReceiveChannel[int | Exception] | Exception] = []
+        try:
+            with trio.fail_after(self.node.settings.mailbox_timeout):
+                for name, data, user_id in events:
+                    send, receive = trio.open_memory_channel[int | Exception](1)
+                    message = AppendEvent(name, data, user_id, send, self._sensitive)
+                    await self.node.send_to_session(session_id, message)
+                    replies.append(receive)
+        except Exception as exc:  # too slow, or the session kept closing: the rest fail
+            replies.extend([exc] * (len(events) - len(replies)))
+        return _Replies(replies)
 
     # -- webhooks ---------------------------------------------------------------------
 
@@ -322,3 +326,22 @@ class Collaboration:
             )
         except Exception as exc:
             logger.warning("member change webhook for %s lost: %s", session_id, exc)
+
+
+@attrs.frozen
+class _Replies:
+    """The session actor's answers to queued ``AppendEvent`` messages, in order."""
+
+    replies: list[trio.MemoryReceiveChannel[int | Exception] | Exception]
+
+    async def seqs(self) -> list[int | Exception]:
+        seqs: list[int | Exception] = []
+        for reply in self.replies:
+            if isinstance(reply, Exception):
+                seqs.append(reply)
+                continue
+            try:
+                seqs.append(await reply.receive())
+            except trio.EndOfChannel:  # the session actor dropped it (it crashed)
+                seqs.append(RuntimeError("the session stopped before storing the event"))
+        return seqs

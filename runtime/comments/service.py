@@ -24,8 +24,8 @@ from typing import Any
 import attrs
 import orjson
 
-from runtime.comments.batch import AppendMany, CommentBatches, Created
-from runtime.comments.locks import SessionLocks
+from runtime.comments.batch import Appended, CommentBatches, Queued, QueueEvents
+from runtime.comments.locks import SessionLocks, Turn
 from runtime.comments.model import (
     MAX_MENTIONS,
     MAX_PAGE,
@@ -82,9 +82,10 @@ class CommentService:
         notify: Notify,
         limits: Limits,
         clock: Callable[[], float],
-        append_many: AppendMany | None = None,
+        queue_events: QueueEvents | None = None,
     ) -> None:
-        """``append_many`` appends several events in order at once (default: one by one).
+        """``queue_events`` queues several events on a session's stream in order, to be
+        awaited later (default: ``append`` one by one, awaiting each).
 
         Run :attr:`writers` (``nursery.start(service.writers.run)``) to batch new
         comments; without it each is written on its own.
@@ -96,14 +97,15 @@ class CommentService:
         self._limits = limits
         self._clock = clock
         self._locks = SessionLocks()
+        self._queue_events = queue_events or self._append_each
         batches = CommentBatches(
             store,
             locks=self._locks,
-            append_many=append_many or self._append_each,
+            queue_events=self._queue_events,
             published=published,
             clock=clock,
         )
-        self.writers: CommentWriters[CommentRecord, Created] = CommentWriters(batches.write)
+        self.writers = CommentWriters(batches)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -164,12 +166,12 @@ class CommentService:
             updated_at=now,
         )
         first = _draft(session_id, thread.id, None, 0, user_id, body, mentioned, now)
-        async with self._session(session_id):
+        async with self._session(session_id) as emit:
             thread, first = await self.store.create_thread(thread, first)
             data = {**thread_json(thread), "comments": [comment_json(first, {})]}
-            seq = await self._emit(session_id, "thread:created", data, user_id)
+            await emit("thread:created", data, user_id)
         await self._mentions(mentioned, thread, first, user_id)
-        return Change(data, seq)
+        return Change(data, emit.seq)
 
     async def update_thread(
         self,
@@ -188,7 +190,7 @@ class CommentService:
                 raise Invalid(problem.reason, problem.path)
         if anchor is not None and len(orjson.dumps(anchor)) > MAX_ANCHOR_BYTES:
             raise Invalid(f"anchor encodes to more than {MAX_ANCHOR_BYTES} bytes", "$.anchor")
-        async with self._session(session_id):
+        async with self._session(session_id) as emit:
             thread = await self._thread(session_id, thread_id)
             if thread.author_id != user_id and role is not Role.OWNER:
                 raise Forbidden("only its author or the session's owner may change a thread")
@@ -201,8 +203,8 @@ class CommentService:
             )
             assert updated is not None
             data = thread_json(updated)
-            seq = await self._emit(session_id, "thread:updated", data, user_id)
-        return Change(data, seq)
+            await emit("thread:updated", data, user_id)
+        return Change(data, emit.seq)
 
     async def create_comment(
         self,
@@ -239,7 +241,7 @@ class CommentService:
     ) -> Change:
         self._check_body(body)
         new_mentions = None if mentions is None else self._check_mentions(mentions)
-        async with self._session(session_id):
+        async with self._session(session_id) as emit:
             comment = await self._comment(session_id, comment_id)
             if comment.author_id != user_id:
                 raise Forbidden("only its author may edit a comment")
@@ -251,7 +253,8 @@ class CommentService:
                 raise NotFound(f"no comment {comment_id!r}", "$.commentId")
             reactions = await self.store.reactions([comment_id])
             data = comment_json(edited, reactions.get(comment_id, {}))
-            seq = await self._emit(session_id, "comment:edited", data, user_id)
+            await emit("comment:edited", data, user_id)
+        seq = emit.seq
         added = tuple(m for m in keep if m not in comment.mentions)
         if added:
             thread = await self._thread(session_id, edited.thread_id)
@@ -261,7 +264,7 @@ class CommentService:
     async def delete_comment(
         self, user_id: str, role: Role, session_id: str, comment_id: str
     ) -> Change:
-        async with self._session(session_id):
+        async with self._session(session_id) as emit:
             comment = await self._comment(session_id, comment_id)
             if comment.author_id != user_id and role is not Role.OWNER:
                 raise Forbidden("only its author or the session's owner may delete a comment")
@@ -271,8 +274,8 @@ class CommentService:
             if deleted is None:
                 raise NotFound(f"no comment {comment_id!r}", "$.commentId")
             data = comment_json(deleted, {})
-            seq = await self._emit(session_id, "comment:deleted", data, user_id)
-        return Change(data, seq)
+            await emit("comment:deleted", data, user_id)
+        return Change(data, emit.seq)
 
     async def react(
         self, user_id: str, session_id: str, comment_id: str, emoji: str, *, add: bool
@@ -280,7 +283,7 @@ class CommentService:
         problem = emoji_problem(emoji)
         if problem is not None:
             raise Invalid(problem, "$.emoji")
-        async with self._session(session_id):
+        async with self._session(session_id) as emit:
             comment = await self._comment(session_id, comment_id)
             if add:
                 changed = await self.store.add_reaction(comment_id, emoji, user_id, self._clock())
@@ -289,16 +292,15 @@ class CommentService:
             reactions = await self.store.reactions([comment_id])
             data = comment_json(comment, reactions.get(comment_id, {}))
             data["reaction"] = {"emoji": emoji, "userId": user_id}
-            seq = None
             if changed:
                 name = "reaction:added" if add else "reaction:removed"
-                seq = await self._emit(session_id, name, data, user_id)
-        return Change(data, seq)
+                await emit(name, data, user_id)
+        return Change(data, emit.seq)
 
     async def resolve(
         self, user_id: str, session_id: str, thread_id: str, *, resolved: bool
     ) -> Change:
-        async with self._session(session_id):
+        async with self._session(session_id) as emit:
             thread = await self._thread(session_id, thread_id)
             if thread.resolved == resolved:
                 return Change(thread_json(thread), None)  # already so: no event
@@ -308,8 +310,9 @@ class CommentService:
             assert updated is not None
             data = thread_json(updated)
             name = "thread:resolved" if resolved else "thread:reopened"
-            seq = await self._emit(session_id, name, data, user_id)
+            await emit(name, data, user_id)
             participants = await self.store.participants(session_id, thread_id)
+        seq = emit.seq
         others = tuple(sorted(participants - {user_id}))
         if resolved and others:
             await self._notify(
@@ -321,19 +324,14 @@ class CommentService:
 
     async def _append_each(
         self, session_id: str, events: Sequence[tuple[str, JSON, str]]
-    ) -> list[int | Exception]:
+    ) -> Appended:
         seqs: list[int | Exception] = []
         for name, data, user_id in events:
             try:
                 seqs.append(await self._append(session_id, name, data, user_id))
             except Exception as exc:
                 seqs.append(exc)
-        return seqs
-
-    async def _emit(self, session_id: str, name: str, data: JSON, user_id: str) -> int:
-        seq = await self._append(session_id, name, data, user_id)
-        await self._published(session_id, seq, name, data)
-        return seq
+        return Appended(seqs)
 
     async def _mentions(
         self, mentioned: Sequence[str], thread: ThreadRecord, comment: CommentRecord, by: str
@@ -373,9 +371,45 @@ class CommentService:
         return tuple(dict.fromkeys(mentions))
 
     @asynccontextmanager
-    async def _session(self, session_id: str) -> AsyncIterator[None]:
-        async with self._locks.hold(session_id):
-            yield
+    async def _session(self, session_id: str) -> AsyncIterator[_Emit]:
+        """The session's lock, then (once released) the change's event made durable.
+
+        The event is queued on the stream under the lock and awaited after it, so
+        the session's next change is stored meanwhile; its webhook is queued in turn.
+        """
+        async with self._locks.taking_turn(session_id) as turn:
+            emit = _Emit(session_id, self._queue_events, self._published)
+            async with turn.locked():
+                yield emit
+            await emit.settle(turn)
+
+
+class _Emit:
+    """The event of one change: queued under the session's lock, durable after it."""
+
+    def __init__(self, session_id: str, queue: QueueEvents, published: Published) -> None:
+        self.seq: int | None = None  # set once durable (None: the change had no event)
+        self._session_id = session_id
+        self._queue = queue
+        self._published = published
+        self._event: tuple[str, JSON] | None = None
+        self._queued: Queued | None = None
+
+    async def __call__(self, name: str, data: JSON, user_id: str) -> None:
+        assert self._queued is None, "one event per change"
+        self._event = (name, data)
+        self._queued = await self._queue(self._session_id, [(name, data, user_id)])
+
+    async def settle(self, turn: Turn) -> None:
+        """Wait until the event is durable (raising why not), then queue its webhook."""
+        if self._queued is None or self._event is None:
+            return
+        [seq] = await self._queued.seqs()
+        if isinstance(seq, Exception):
+            raise seq
+        await turn.wait()
+        await self._published(self._session_id, seq, *self._event)
+        self.seq = seq
 
 
 def _new_id(prefix: str) -> str:
