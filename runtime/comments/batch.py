@@ -1,10 +1,12 @@
-"""Writing a batch of new comments for one session, in two stages.
+"""Writing a batch of new comments and threads for one session, in two stages.
 
-``stage``: under the session's lock, store the batch in one transaction
-(``CommentStore.add_comments``) and queue its ``comment:created`` events on the
-session's stream in position order. The lock covers the queueing, not the
-events' persistence: the session actor's mailbox order *is* the stream's order,
-so the next batch may be stored while this one's events are being written.
+``stage``: under the session's lock, store the batch (its comments in one
+transaction, ``CommentStore.add_comments``; its new threads in another,
+``create_threads``) and queue its ``comment:created`` / ``thread:created`` events
+on the session's stream in the batch's order (positions, for comments). The lock
+covers the queueing, not the events' persistence: the session actor's mailbox
+order *is* the stream's order, so the next batch may be stored while this one's
+events are being written.
 
 ``finish``: wait until the events are durable, queue their webhooks (in the
 session's order: the batch's :class:`~runtime.comments.locks.Turn`), and give
@@ -18,12 +20,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
 from runtime.comments.locks import SessionLocks, Turn
-from runtime.comments.model import CommentRecord, comment_json
+from runtime.comments.model import CommentRecord, ThreadRecord, comment_json, thread_json
 from runtime.gateways.comment_store import AddedComment, CommentStore
 from runtime.gateways.database import DatabaseError
 
@@ -32,7 +34,17 @@ logger = logging.getLogger(__name__)
 JSON = Any
 Published = Callable[[str, int, str, JSON], Awaitable[None]]  # (session, seq, name, data)
 
-EVENT = "comment:created"
+
+@attrs.frozen
+class NewThread:
+    """A thread to create with its first comment."""
+
+    thread: ThreadRecord
+    first: CommentRecord
+
+
+#: What a batch holds: comments to add (drafts: the store places them) and new threads.
+Draft = CommentRecord | NewThread
 
 
 class Queued(Protocol):
@@ -49,7 +61,8 @@ QueueEvents = Callable[[str, Sequence[tuple[str, JSON, str]]], Awaitable[Queued]
 
 @attrs.frozen
 class Created:
-    """A new comment, stored and durable in the stream as ``seq``."""
+    """A new comment (or thread: its first comment, no participants), stored and
+    durable in the stream as ``seq``."""
 
     added: AddedComment
     data: dict[str, JSON]
@@ -82,7 +95,7 @@ class CommentBatches:
         self._published = published
         self._clock = clock
 
-    async def stage(self, session_id: str, drafts: Sequence[CommentRecord], turn: Turn) -> Staged:
+    async def stage(self, session_id: str, drafts: Sequence[Draft], turn: Turn) -> Staged:
         """Store the batch and queue its events; never raises (but is cancellable).
 
         ``turn`` (the caller ends it) orders the batch's webhooks among the session's.
@@ -90,12 +103,29 @@ class CommentBatches:
         async with turn.locked():
             # Stamped here, under the lock, so creation times follow positions.
             now = self._clock()
-            stored = await self._store_all([attrs.evolve(d, created_at=now) for d in drafts])
-            events = [
-                (EVENT, comment_json(r.comment, {}), r.comment.author_id)
-                for r in stored
-                if isinstance(r, AddedComment)
-            ]
+            drafts = [_stamped(d, now) for d in drafts]
+            comments = [d for d in drafts if isinstance(d, CommentRecord)]
+            threads = [(d.thread, d.first) for d in drafts if isinstance(d, NewThread)]
+            added = iter(await _alone_if_broken(self._store.add_comments, comments))
+            made = iter(await _alone_if_broken(self._store.create_threads, threads))
+            stored: list[AddedComment | Exception] = []
+            events: list[tuple[str, JSON, str]] = []
+            for draft in drafts:  # back in the batch's order
+                if isinstance(draft, CommentRecord):
+                    result = next(added)
+                    if isinstance(result, AddedComment):
+                        data = comment_json(result.comment, {})
+                        events.append(("comment:created", data, draft.author_id))
+                else:
+                    pair = next(made)
+                    result = pair if isinstance(pair, Exception) else _as_added(*pair)
+                    if isinstance(result, AddedComment):
+                        data = {
+                            **thread_json(result.thread),
+                            "comments": [comment_json(result.comment, {})],
+                        }
+                        events.append(("thread:created", data, draft.thread.author_id))
+                stored.append(result)
             queued = await self._queue_events(session_id, events) if events else None
         return Staged(stored, events, queued, turn)
 
@@ -109,34 +139,58 @@ class CommentBatches:
             if isinstance(stored, Exception):
                 results.append(stored)
                 continue
-            _, data, _ = next(events)
+            name, data, _ = next(events)
             seq = next(seqs)
             if isinstance(seq, Exception):
                 results.append(seq)  # stored, but not in the stream: the request fails
                 continue
             try:
-                await self._published(session_id, seq, EVENT, data)
+                await self._published(session_id, seq, name, data)
             except Exception as exc:  # stored and streamed, but its webhook was not queued
                 results.append(exc)
                 continue
             results.append(Created(stored, data, seq))
         return results
 
-    async def _store_all(self, drafts: list[CommentRecord]) -> list[AddedComment | Exception]:
-        try:
-            return list(await self._store.add_comments(drafts))
-        except DatabaseError as exc:  # unavailable or timed out: the same for every comment
-            return [exc] * len(drafts)
-        except Exception as exc:
-            if len(drafts) == 1:
-                return [exc]
-            # One row broke the transaction (nothing was written): find it by writing
-            # one at a time, so its batch-mates are not refused for it.
-            logger.warning("comment batch of %d refused (%s); writing singly", len(drafts), exc)
-            out: list[AddedComment | Exception] = []
-            for draft in drafts:
-                out.extend(await self._store_all([draft]))
-            return out
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+async def _alone_if_broken(
+    write: Callable[[list[T]], Awaitable[Sequence[R | Exception]]], items: list[T]
+) -> list[R | Exception]:
+    """``write(items)``, one result per item, never raising.
+
+    If one row broke the transaction (nothing was written), write them one at a time,
+    so its batch-mates are not refused for it. A database that is unavailable or
+    timed out fails them all alike.
+    """
+    if not items:
+        return []
+    try:
+        return list(await write(items))
+    except DatabaseError as exc:
+        return [exc] * len(items)
+    except Exception as exc:
+        if len(items) == 1:
+            return [exc]
+        logger.warning("comment batch of %d refused (%s); writing singly", len(items), exc)
+        out: list[R | Exception] = []
+        for item in items:
+            out.extend(await _alone_if_broken(write, [item]))
+        return out
+
+
+def _stamped(draft: Draft, now: float) -> Draft:
+    if isinstance(draft, CommentRecord):
+        return attrs.evolve(draft, created_at=now)
+    thread = attrs.evolve(draft.thread, created_at=now, updated_at=now)
+    return NewThread(thread, attrs.evolve(draft.first, created_at=now))
+
+
+def _as_added(thread: ThreadRecord, first: CommentRecord) -> AddedComment:
+    return AddedComment(thread, first, frozenset())
 
 
 @attrs.frozen

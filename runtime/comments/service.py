@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 import orjson
 
-from runtime.comments.batch import Appended, CommentBatches, Queued, QueueEvents
+from runtime.comments.batch import Appended, CommentBatches, NewThread, Queued, QueueEvents
 from runtime.comments.locks import SessionLocks, Turn
 from runtime.comments.model import (
     MAX_MENTIONS,
@@ -166,12 +166,10 @@ class CommentService:
             updated_at=now,
         )
         first = _draft(session_id, thread.id, None, 0, user_id, body, mentioned, now)
-        async with self._session(session_id) as emit:
-            thread, first = await self.store.create_thread(thread, first)
-            data = {**thread_json(thread), "comments": [comment_json(first, {})]}
-            await emit("thread:created", data, user_id)
-        await self._mentions(mentioned, thread, first, user_id)
-        return Change(data, emit.seq)
+        # Batched with the session's other new threads and comments (writer.py).
+        created = await self.writers.submit(session_id, NewThread(thread, first))
+        await self._mentions(mentioned, created.added.thread, created.added.comment, user_id)
+        return Change(created.data, created.seq)
 
     async def update_thread(
         self,

@@ -1,4 +1,4 @@
-"""Group commit for new comments: one small writer actor per session.
+"""Group commit for new comments and threads: one small writer actor per session.
 
 A create waits on its session's writer instead of writing by itself. The writer
 takes everything that queued while it was busy as one batch (``run_batch_loop``,
@@ -29,9 +29,8 @@ import attrs
 import trio
 
 from runtime.actor import BatchPolicy, run_batch_loop
-from runtime.comments.batch import CommentBatches, Created, Staged
+from runtime.comments.batch import CommentBatches, Created, Draft, Staged
 from runtime.comments.locks import Turn
-from runtime.comments.model import CommentRecord
 from runtime.mailbox import Mailbox, MailboxClosed
 
 logger = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ class WriterStopped(Exception):
 
 @attrs.frozen
 class _Waiting:
-    draft: CommentRecord
+    draft: Draft
     reply: Reply
 
 
@@ -135,7 +134,7 @@ class CommentWriters:
         """Sessions with a writer right now."""
         return len(self._mailboxes)
 
-    async def submit(self, session_id: str, draft: CommentRecord) -> Created:
+    async def submit(self, session_id: str, draft: Draft) -> Created:
         """Queue ``draft`` for its session's next batch and wait until it is durable.
 
         Raises the comment's exception. Once queued, cancellation does not
@@ -151,7 +150,7 @@ class CommentWriters:
             raise result
         return result
 
-    async def _queue(self, session_id: str, draft: CommentRecord) -> Created | Exception:
+    async def _queue(self, session_id: str, draft: Draft) -> Created | Exception:
         send, receive = trio.open_memory_channel[Created | Exception](1)
         waiting = _Waiting(draft, send)
         for _ in range(3):  # a writer may passivate between lookup and send

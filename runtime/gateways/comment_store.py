@@ -74,6 +74,15 @@ class CommentStore(Protocol):
     ) -> tuple[ThreadRecord, CommentRecord]:
         """Insert a thread with its first comment (position 1)."""
 
+    async def create_threads(
+        self, threads: Sequence[tuple[ThreadRecord, CommentRecord]]
+    ) -> list[tuple[ThreadRecord, CommentRecord] | Exception]:
+        """``create_thread`` for several at once, in one atomic write; one result each.
+
+        A pair whose text cannot be stored gets its exception as its result; the
+        others are written. An exception raised instead means none was.
+        """
+
     async def add_comment(self, comment: CommentRecord) -> tuple[ThreadRecord, CommentRecord]:
         """Append to its thread at the next position; None-safe: the thread must exist."""
 

@@ -80,6 +80,18 @@ class MemoryCommentStore:
         self._by_thread[thread.id] = [first.id]
         return thread, first
 
+    async def create_threads(
+        self, threads: Sequence[tuple[ThreadRecord, CommentRecord]]
+    ) -> list[tuple[ThreadRecord, CommentRecord] | Exception]:
+        # create_thread never yields: the whole batch is one atomic step.
+        results: list[tuple[ThreadRecord, CommentRecord] | Exception] = []
+        for thread, first in threads:
+            try:
+                results.append(await self.create_thread(thread, first))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
     async def add_comment(self, comment: CommentRecord) -> tuple[ThreadRecord, CommentRecord]:
         check_text(comment.id, comment.body, *comment.mentions)
         return self._append(comment)

@@ -102,9 +102,12 @@ def _sealed_body(
     return None, enc, Sealer.key_id_of(enc)
 
 
+_SealedThread = tuple[str | None, str | None, bytes | None, list[str] | None, str | None]
+
+
 def _sealed_thread(
     sealer: Sealer | None, session_id: str, thread_id: str, metadata: JSON, anchor: JSON
-) -> tuple[str | None, str | None, bytes | None, list[str] | None, str | None]:
+) -> _SealedThread:
     """``(anchor, metadata, metadata_enc, metadata_idx, key_id)`` to store."""
     if sealer is None:
         return (
@@ -157,36 +160,66 @@ class PostgresCommentStore:
         self, thread: ThreadRecord, first: CommentRecord
     ) -> tuple[ThreadRecord, CommentRecord]:
         check_text(thread.id, first.id, first.body, *first.mentions)
-        sealer = self.sealer
-        anchor, metadata, enc, idx, key_id = _sealed_thread(
-            sealer, thread.session_id, thread.id, thread.metadata, thread.anchor
+        sealed = _sealed_thread(
+            self.sealer, thread.session_id, thread.id, thread.metadata, thread.anchor
+        )
+        return await self._db.run_in_transaction(
+            lambda conn: self._insert_thread(conn, thread, first, sealed)
         )
 
-        def work(conn: Conn) -> tuple[ThreadRecord, CommentRecord]:
-            row = conn.execute(
-                "INSERT INTO comment_threads (id, session_id, author_id, anchor, metadata,"
-                " comment_count, created_at, updated_at, metadata_enc, metadata_idx, key_id)"
-                " VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, 1, %s, %s, %s, %s, %s)"
-                " RETURNING " + _THREAD,
-                (
-                    thread.id,
-                    thread.session_id,
-                    thread.author_id,
-                    anchor,
-                    metadata,
-                    thread.created_at,
-                    thread.updated_at,
-                    enc,
-                    idx,
-                    key_id,
-                ),
-            ).fetchone()
-            assert row is not None
-            return _thread(row, sealer), _insert_comment(
-                conn, attrs.evolve(first, position=1), sealer
-            )
+    async def create_threads(
+        self, threads: Sequence[tuple[ThreadRecord, CommentRecord]]
+    ) -> list[tuple[ThreadRecord, CommentRecord] | Exception]:
+        """One transaction for the whole batch (two statements a thread, no thread hop
+        between them)."""
+        results: list[tuple[ThreadRecord, CommentRecord] | Exception | None] = [None] * len(threads)
+        todo: list[tuple[int, ThreadRecord, CommentRecord, _SealedThread]] = []
+        for i, (thread, first) in enumerate(threads):
+            try:
+                check_text(thread.id, first.id, first.body, *first.mentions)
+                sealed = _sealed_thread(
+                    self.sealer, thread.session_id, thread.id, thread.metadata, thread.anchor
+                )
+                todo.append((i, thread, first, sealed))
+            except Exception as exc:
+                results[i] = exc
 
-        return await self._db.run_in_transaction(work)
+        def work(conn: Conn) -> list[tuple[ThreadRecord, CommentRecord]]:
+            return [self._insert_thread(conn, t, f, sealed) for _, t, f, sealed in todo]
+
+        if todo:
+            for (i, _, _, _), made in zip(
+                todo, await self._db.run_in_transaction(work), strict=True
+            ):
+                results[i] = made
+        return [r for r in results if r is not None]
+
+    def _insert_thread(
+        self, conn: Conn, thread: ThreadRecord, first: CommentRecord, sealed: _SealedThread
+    ) -> tuple[ThreadRecord, CommentRecord]:
+        anchor, metadata, enc, idx, key_id = sealed
+        row = conn.execute(
+            "INSERT INTO comment_threads (id, session_id, author_id, anchor, metadata,"
+            " comment_count, created_at, updated_at, metadata_enc, metadata_idx, key_id)"
+            " VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, 1, %s, %s, %s, %s, %s)"
+            " RETURNING " + _THREAD,
+            (
+                thread.id,
+                thread.session_id,
+                thread.author_id,
+                anchor,
+                metadata,
+                thread.created_at,
+                thread.updated_at,
+                enc,
+                idx,
+                key_id,
+            ),
+        ).fetchone()
+        assert row is not None
+        return _thread(row, self.sealer), _insert_comment(
+            conn, attrs.evolve(first, position=1), self.sealer
+        )
 
     async def add_comment(self, comment: CommentRecord) -> tuple[ThreadRecord, CommentRecord]:
         check_text(comment.id, comment.body, *comment.mentions)
