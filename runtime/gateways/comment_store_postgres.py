@@ -243,8 +243,10 @@ class PostgresCommentStore:
 
     async def add_comments(self, drafts: Sequence[CommentRecord]) -> list[AddedComment | Exception]:
         """One transaction for the whole batch: lock its threads, read its parents and
-        the threads' writers, insert every comment (one pipelined ``executemany``) and
-        move each thread's count once: five round trips however many comments."""
+        the threads' writers (one round trip), insert every comment and move each
+        thread's count (one more): with BEGIN and COMMIT, four round trips however many
+        comments. Each round trip matters: its worker thread needs the GIL back after
+        it, which takes up to a switch interval while the event loop is busy."""
         results: list[AddedComment | Exception | None] = [None] * len(drafts)
         todo: list[tuple[int, CommentRecord, tuple[str | None, bytes | None, str | None]]] = []
         for i, draft in enumerate(drafts):
@@ -266,27 +268,29 @@ class PostgresCommentStore:
         todo: Sequence[tuple[int, CommentRecord, tuple[str | None, bytes | None, str | None]]],
     ) -> dict[int, AddedComment | Exception]:
         thread_ids = sorted({draft.thread_id for _, draft, _ in todo})
-        # The row locks serialise positions within each thread (other nodes included);
-        # taken in id order so two batches never wait on each other in a cycle.
-        rows = conn.execute(
-            "SELECT " + _THREAD + " FROM comment_threads WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
-            (thread_ids,),
-        ).fetchall()
-        threads = {row[0]: _thread(row, self.sealer) for row in rows}
-        parents: dict[str, tuple[str, str, int]] = {}
         parent_ids = sorted({d.parent_id for _, d, _ in todo if d.parent_id is not None})
-        if parent_ids:
-            for cid, tid, sid, depth in conn.execute(
+        # The three reads go out together (pipeline mode: one round trip, each one
+        # still runs after the one before). The row locks serialise positions within
+        # each thread (other nodes included), taken in id order so two batches never
+        # wait on each other in a cycle; the writers are read once the locks are held.
+        with conn.pipeline():
+            locked = conn.execute(
+                "SELECT " + _THREAD + " FROM comment_threads WHERE id = ANY(%s)"
+                " ORDER BY id FOR UPDATE",
+                (thread_ids,),
+            )
+            parent_rows = conn.execute(
                 "SELECT id, thread_id, session_id, depth FROM comments WHERE id = ANY(%s)",
                 (parent_ids,),
-            ):
-                parents[cid] = (tid, sid, int(depth))
-        writers: dict[str, set[str]] = {tid: set() for tid in threads}
-        if threads:
-            for tid, author in conn.execute(
+            )
+            writer_rows = conn.execute(
                 "SELECT DISTINCT thread_id, author_id FROM comments WHERE thread_id = ANY(%s)",
-                (list(threads),),
-            ):
+                (thread_ids,),
+            )
+            threads = {row[0]: _thread(row, self.sealer) for row in locked.fetchall()}
+            parents = {cid: (tid, sid, int(depth)) for cid, tid, sid, depth in parent_rows}
+            writers: dict[str, set[str]] = {tid: set() for tid in threads}
+            for tid, author in writer_rows:
                 writers[tid].add(author)
         out: dict[int, AddedComment | Exception] = {}
         inserts: list[tuple[Any, ...]] = []
@@ -322,24 +326,25 @@ class PostgresCommentStore:
                 )
             )
         if inserts:
-            conn.cursor().executemany(
-                "INSERT INTO comments (id, thread_id, session_id, parent_id, depth, position,"
-                " author_id, body, mentions, created_at, body_enc, key_id)"
-                " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                inserts,
-            )
             touched = {row[1] for row in inserts}
             moved = [t for t in threads.values() if t.id in touched]
-            conn.execute(
-                "UPDATE comment_threads t SET comment_count = u.n, updated_at = u.at"
-                " FROM unnest(%s::text[], %s::int[], %s::float8[]) AS u(id, n, at)"
-                " WHERE t.id = u.id",
-                (
-                    [t.id for t in moved],
-                    [t.comment_count for t in moved],
-                    [t.updated_at for t in moved],
-                ),
-            )
+            with conn.pipeline():  # the inserts and the counts: one round trip
+                conn.cursor().executemany(
+                    "INSERT INTO comments (id, thread_id, session_id, parent_id, depth, position,"
+                    " author_id, body, mentions, created_at, body_enc, key_id)"
+                    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                    inserts,
+                )
+                conn.execute(
+                    "UPDATE comment_threads t SET comment_count = u.n, updated_at = u.at"
+                    " FROM unnest(%s::text[], %s::int[], %s::float8[]) AS u(id, n, at)"
+                    " WHERE t.id = u.id",
+                    (
+                        [t.id for t in moved],
+                        [t.comment_count for t in moved],
+                        [t.updated_at for t in moved],
+                    ),
+                )
         return out
 
     async def get_thread(self, session_id: str, thread_id: str) -> ThreadRecord | None:

@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from runtime.comments.model import CommentRecord, NotFound
+from runtime.comments.writer import CommentWriters
 from runtime.gateways.comment_store import AddedComment
 from runtime.testing import open_test_server
 
@@ -86,3 +87,48 @@ async def test_concurrent_creates_keep_positions_events_and_seqs(schema_url: str
                     assert seq == event.seq and result == event.data
                 assert [c["body"] for c in mine[1:]] == [d["body"] for d in streamed]
             assert [e.seq for e in events] == list(range(1, len(events) + 1))
+
+
+async def test_a_row_the_database_refuses_fails_alone(schema_url: str) -> None:
+    # A duplicate id breaks the batch's transaction: the batch is written again one
+    # comment at a time, so only that comment fails.
+    with trio.fail_after(60):
+        async with open_test_server(database_url=schema_url) as server:
+            service = server.node.collab.comments
+            thread = (await service.create_thread("owner", SID, body="a")).result
+            taken = thread["comments"][0]["id"]
+            drafts = [
+                CommentRecord(
+                    id=cid,
+                    thread_id=thread["id"],
+                    session_id=SID,
+                    parent_id=None,
+                    depth=0,
+                    position=0,
+                    author_id="ann",
+                    body=cid,
+                    mentions=(),
+                    created_at=0.0,
+                    edited_at=None,
+                    deleted_at=None,
+                    deleted_by=None,
+                )
+                for cid in ("cm_one", taken, "cm_two")
+            ]
+            results = await _write_together(service.writers, drafts)
+            assert isinstance(results[1], Exception)
+            assert [r.seq for r in results if not isinstance(r, Exception)] == [2, 3]
+            got = await service.get_thread(SID, thread["id"])
+            assert [(c["id"], c["position"]) for c in got["comments"]] == [
+                (taken, 1),
+                ("cm_one", 2),
+                ("cm_two", 3),
+            ]
+
+
+async def _write_together(writers: CommentWriters, drafts: list[CommentRecord]) -> list[Any]:
+    """The drafts as one batch, straight through the writer's two stages."""
+    batches = writers._batches
+    async with batches.locks.taking_turn(SID) as turn:
+        staged = await batches.stage(SID, drafts, turn)
+        return list(await batches.finish(SID, staged))
