@@ -245,8 +245,8 @@ class PostgresCommentStore:
         """One transaction for the whole batch: lock its threads, read its parents and
         the threads' writers (one round trip), insert every comment and move each
         thread's count (one more): with BEGIN and COMMIT, four round trips however many
-        comments. Each round trip matters: its worker thread needs the GIL back after
-        it, which takes up to a switch interval while the event loop is busy."""
+        comments. Round trips are what a batch waits for (and after each one the worker
+        thread must win the GIL back from a busy event loop)."""
         results: list[AddedComment | Exception | None] = [None] * len(drafts)
         todo: list[tuple[int, CommentRecord, tuple[str | None, bytes | None, str | None]]] = []
         for i, draft in enumerate(drafts):
