@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -17,6 +18,7 @@ import trio
 
 from actors.inbox.actor import Deliver, InboxActor, InboxConfig, InboxMessage
 from actors.inbox.state import Incoming
+from actors.messages import AppendEvent
 from runtime.comments.service import CommentService, Notice
 from runtime.gateways.comment_store import CommentStore
 from runtime.gateways.comment_store_memory import MemoryCommentStore
@@ -124,7 +126,9 @@ class Collaboration:
             notify=self._notice,
             limits=node.limits,
             clock=node.wall_clock,
+            queue_events=self._queue_events,
         )
+        self._sensitive = sealer_from_settings(settings) is not None
         CommentHandlers(self).register(node.dispatcher.register)
         CommentsApi(node, self).register(node.http)
         NotificationsApi(node, self).register(node.http)
@@ -147,6 +151,7 @@ class Collaboration:
             logger.warning("could not load webhook endpoints: %s", exc)
         nursery.start_soon(self.webhooks.run)
         nursery.start_soon(self._fan_out)
+        await nursery.start(self.comments.writers.run)  # batches new comments per session
 
     def status(self) -> dict[str, JSON]:
         return self.webhooks.status()
@@ -272,6 +277,29 @@ class Collaboration:
         self._to_user(user_id, {"type": "notifications:unread", "unread": unread, "all": True})
         return {"marked": marked, "unread": unread}
 
+    # -- the stream -------------------------------------------------------------------
+
+    async def _queue_events(
+        self, session_id: str, events: Sequence[tuple[str, JSON, str]]
+    ) -> _Replies:
+        """Queue ``events`` on the session's stream in this order; wait for them later.
+
+        All are queued before any is awaited, so the session actor takes them as one
+        batch (one store write, one broadcast frame) unless its mailbox is short of
+        room. One that could not be queued in time gets ``TooSlowError`` as its seq.
+        """
+        replies: list[trio.MemoryReceiveChannel[int | Exception] | Exception] = []
+        try:
+            with trio.fail_after(self.node.settings.mailbox_timeout):
+                for name, data, user_id in events:
+                    send, receive = trio.open_memory_channel[int | Exception](1)
+                    message = AppendEvent(name, data, user_id, send, self._sensitive)
+                    await self.node.send_to_session(session_id, message)
+                    replies.append(receive)
+        except Exception as exc:  # too slow, or the session kept closing: the rest fail
+            replies.extend([exc] * (len(events) - len(replies)))
+        return _Replies(replies)
+
     # -- webhooks ---------------------------------------------------------------------
 
     async def _session_event(self, session_id: str, seq: int, name: str, data: JSON) -> None:
@@ -298,3 +326,22 @@ class Collaboration:
             )
         except Exception as exc:
             logger.warning("member change webhook for %s lost: %s", session_id, exc)
+
+
+@attrs.frozen
+class _Replies:
+    """The session actor's answers to queued ``AppendEvent`` messages, in order."""
+
+    replies: list[trio.MemoryReceiveChannel[int | Exception] | Exception]
+
+    async def seqs(self) -> list[int | Exception]:
+        seqs: list[int | Exception] = []
+        for reply in self.replies:
+            if isinstance(reply, Exception):
+                seqs.append(reply)
+                continue
+            try:
+                seqs.append(await reply.receive())
+            except trio.EndOfChannel:  # the session actor dropped it (it crashed)
+                seqs.append(RuntimeError("the session stopped before storing the event"))
+        return seqs

@@ -5,7 +5,9 @@ store, append one durable event to the session's stream (``node.append_event``:
 every member gets it in order, resumes replay it), queue it for webhooks, then
 hand notifications to the recipients' inboxes. Changes to one session are
 serialised by a lock per session, so the stream's order is the store's order
-(positions within a thread, ``comment:created`` events) on this node.
+(positions within a thread, ``comment:created`` events) on this node. New
+comments, the frequent change, are written in batches by a writer per session
+(``writer.py``, ``batch.py``): one transaction and one append for all that queued.
 
 Callers (WebSocket handlers, the HTTP API) have already checked the caller's role
 for the operation; the service checks ownership (edit own comments; delete own,
@@ -21,11 +23,17 @@ from typing import Any
 
 import attrs
 import orjson
-import trio
 
-from runtime.cluster.requests import ClusterRequestError
+from runtime.comments.batch import (
+    Appended,
+    CommentBatches,
+    NewThread,
+    Queued,
+    QueueEvents,
+    stream_error,
+)
+from runtime.comments.locks import SessionLocks, Turn
 from runtime.comments.model import (
-    MAX_DEPTH,
     MAX_MENTIONS,
     MAX_PAGE,
     CommentRecord,
@@ -34,11 +42,11 @@ from runtime.comments.model import (
     NotFound,
     ThreadFilter,
     ThreadRecord,
-    Unavailable,
     comment_json,
     emoji_problem,
     thread_json,
 )
+from runtime.comments.writer import CommentWriters
 from runtime.gateways.comment_store import CommentStore
 from runtime.security.permissions import Role
 from runtime.security.validation import Limits, check_metadata, check_text, valid_id
@@ -81,14 +89,30 @@ class CommentService:
         notify: Notify,
         limits: Limits,
         clock: Callable[[], float],
+        queue_events: QueueEvents | None = None,
     ) -> None:
+        """``queue_events`` queues several events on a session's stream in order, to be
+        awaited later (default: ``append`` one by one, awaiting each).
+
+        Run :attr:`writers` (``nursery.start(service.writers.run)``) to batch new
+        comments; without it each is written on its own.
+        """
         self.store = store
         self._append = append
         self._published = published
         self._notify = notify
         self._limits = limits
         self._clock = clock
-        self._locks: dict[str, tuple[trio.Lock, int]] = {}
+        self._locks = SessionLocks()
+        self._queue_events = queue_events or self._append_each
+        batches = CommentBatches(
+            store,
+            locks=self._locks,
+            queue_events=self._queue_events,
+            published=published,
+            clock=clock,
+        )
+        self.writers = CommentWriters(batches)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -148,13 +172,11 @@ class CommentService:
             created_at=now,
             updated_at=now,
         )
-        first = _draft(thread, None, 0, user_id, body, mentioned, now)
-        async with self._session(session_id):
-            thread, first = await self.store.create_thread(thread, first)
-            data = {**thread_json(thread), "comments": [comment_json(first, {})]}
-            seq = await self._emit(session_id, "thread:created", data, user_id)
-        await self._mentions(mentioned, thread, first, user_id)
-        return Change(data, seq)
+        first = _draft(session_id, thread.id, None, 0, user_id, body, mentioned, now)
+        # Batched with the session's other new threads and comments (writer.py).
+        created = await self.writers.submit(session_id, NewThread(thread, first))
+        await self._mentions(mentioned, created.added.thread, created.added.comment, user_id)
+        return Change(created.data, created.seq)
 
     async def update_thread(
         self,
@@ -173,7 +195,7 @@ class CommentService:
                 raise Invalid(problem.reason, problem.path)
         if anchor is not None and len(orjson.dumps(anchor)) > MAX_ANCHOR_BYTES:
             raise Invalid(f"anchor encodes to more than {MAX_ANCHOR_BYTES} bytes", "$.anchor")
-        async with self._session(session_id):
+        async with self._session(session_id) as emit:
             thread = await self._thread(session_id, thread_id)
             if thread.author_id != user_id and role is not Role.OWNER:
                 raise Forbidden("only its author or the session's owner may change a thread")
@@ -186,8 +208,8 @@ class CommentService:
             )
             assert updated is not None
             data = thread_json(updated)
-            seq = await self._emit(session_id, "thread:updated", data, user_id)
-        return Change(data, seq)
+            await emit("thread:updated", data, user_id)
+        return Change(data, emit.seq)
 
     async def create_comment(
         self,
@@ -201,29 +223,17 @@ class CommentService:
     ) -> Change:
         self._check_body(body)
         mentioned = self._check_mentions(mentions)
-        async with self._session(session_id):
-            thread = await self._thread(session_id, thread_id)
-            depth = 0
-            if parent_id is not None:
-                parent = await self.store.get_comment(session_id, parent_id)
-                if parent is None or parent.thread_id != thread_id:
-                    raise NotFound(f"no comment {parent_id!r} in this thread", "$.parentId")
-                depth = parent.depth + 1
-                if depth > MAX_DEPTH:
-                    raise Invalid(f"replies nest at most {MAX_DEPTH} deep", "$.parentId")
-            participants = await self.store.participants(session_id, thread_id)
-            now = self._clock()
-            draft = _draft(thread, parent_id, depth, user_id, body, mentioned, now)
-            thread, comment = await self.store.add_comment(draft)
-            data = comment_json(comment, {})
-            seq = await self._emit(session_id, "comment:created", data, user_id)
+        draft = _draft(session_id, thread_id, parent_id, 0, user_id, body, mentioned, 0.0)
+        # Written with whatever else this session's writer has queued (writer.py).
+        created = await self.writers.submit(session_id, draft)
+        thread, comment = created.added.thread, created.added.comment
         await self._mentions(mentioned, thread, comment, user_id)
-        repliers = tuple(sorted(participants - set(mentioned) - {user_id}))
+        repliers = tuple(sorted(created.added.participants - set(mentioned) - {user_id}))
         if repliers:
             await self._notify(
                 Notice(repliers, "reply", session_id, thread.id, user_id, _about(thread, comment))
             )
-        return Change(data, seq)
+        return Change(created.data, created.seq)
 
     async def edit_comment(
         self,
@@ -236,7 +246,7 @@ class CommentService:
     ) -> Change:
         self._check_body(body)
         new_mentions = None if mentions is None else self._check_mentions(mentions)
-        async with self._session(session_id):
+        async with self._session(session_id) as emit:
             comment = await self._comment(session_id, comment_id)
             if comment.author_id != user_id:
                 raise Forbidden("only its author may edit a comment")
@@ -248,7 +258,8 @@ class CommentService:
                 raise NotFound(f"no comment {comment_id!r}", "$.commentId")
             reactions = await self.store.reactions([comment_id])
             data = comment_json(edited, reactions.get(comment_id, {}))
-            seq = await self._emit(session_id, "comment:edited", data, user_id)
+            await emit("comment:edited", data, user_id)
+        seq = emit.seq
         added = tuple(m for m in keep if m not in comment.mentions)
         if added:
             thread = await self._thread(session_id, edited.thread_id)
@@ -258,7 +269,7 @@ class CommentService:
     async def delete_comment(
         self, user_id: str, role: Role, session_id: str, comment_id: str
     ) -> Change:
-        async with self._session(session_id):
+        async with self._session(session_id) as emit:
             comment = await self._comment(session_id, comment_id)
             if comment.author_id != user_id and role is not Role.OWNER:
                 raise Forbidden("only its author or the session's owner may delete a comment")
@@ -268,8 +279,8 @@ class CommentService:
             if deleted is None:
                 raise NotFound(f"no comment {comment_id!r}", "$.commentId")
             data = comment_json(deleted, {})
-            seq = await self._emit(session_id, "comment:deleted", data, user_id)
-        return Change(data, seq)
+            await emit("comment:deleted", data, user_id)
+        return Change(data, emit.seq)
 
     async def react(
         self, user_id: str, session_id: str, comment_id: str, emoji: str, *, add: bool
@@ -277,7 +288,7 @@ class CommentService:
         problem = emoji_problem(emoji)
         if problem is not None:
             raise Invalid(problem, "$.emoji")
-        async with self._session(session_id):
+        async with self._session(session_id) as emit:
             comment = await self._comment(session_id, comment_id)
             if add:
                 changed = await self.store.add_reaction(comment_id, emoji, user_id, self._clock())
@@ -286,16 +297,15 @@ class CommentService:
             reactions = await self.store.reactions([comment_id])
             data = comment_json(comment, reactions.get(comment_id, {}))
             data["reaction"] = {"emoji": emoji, "userId": user_id}
-            seq = None
             if changed:
                 name = "reaction:added" if add else "reaction:removed"
-                seq = await self._emit(session_id, name, data, user_id)
-        return Change(data, seq)
+                await emit(name, data, user_id)
+        return Change(data, emit.seq)
 
     async def resolve(
         self, user_id: str, session_id: str, thread_id: str, *, resolved: bool
     ) -> Change:
-        async with self._session(session_id):
+        async with self._session(session_id) as emit:
             thread = await self._thread(session_id, thread_id)
             if thread.resolved == resolved:
                 return Change(thread_json(thread), None)  # already so: no event
@@ -305,8 +315,9 @@ class CommentService:
             assert updated is not None
             data = thread_json(updated)
             name = "thread:resolved" if resolved else "thread:reopened"
-            seq = await self._emit(session_id, name, data, user_id)
+            await emit(name, data, user_id)
             participants = await self.store.participants(session_id, thread_id)
+        seq = emit.seq
         others = tuple(sorted(participants - {user_id}))
         if resolved and others:
             await self._notify(
@@ -316,13 +327,16 @@ class CommentService:
 
     # -- helpers ----------------------------------------------------------------------
 
-    async def _emit(self, session_id: str, name: str, data: JSON, user_id: str) -> int:
-        try:
-            seq = await self._append(session_id, name, data, user_id)
-        except ClusterRequestError as exc:  # a relay node could not reach the owner
-            raise Unavailable(f"session stream unavailable, retry: {exc}") from exc
-        await self._published(session_id, seq, name, data)
-        return seq
+    async def _append_each(
+        self, session_id: str, events: Sequence[tuple[str, JSON, str]]
+    ) -> Appended:
+        seqs: list[int | Exception] = []
+        for name, data, user_id in events:
+            try:
+                seqs.append(await self._append(session_id, name, data, user_id))
+            except Exception as exc:
+                seqs.append(exc)
+        return Appended(seqs)
 
     async def _mentions(
         self, mentioned: Sequence[str], thread: ThreadRecord, comment: CommentRecord, by: str
@@ -362,18 +376,45 @@ class CommentService:
         return tuple(dict.fromkeys(mentions))
 
     @asynccontextmanager
-    async def _session(self, session_id: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(session_id, (trio.Lock(), 0))
-        self._locks[session_id] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[session_id]
-            if users == 1:
-                del self._locks[session_id]
-            else:
-                self._locks[session_id] = (lock, users - 1)
+    async def _session(self, session_id: str) -> AsyncIterator[_Emit]:
+        """The session's lock, then (once released) the change's event made durable.
+
+        The event is queued on the stream under the lock and awaited after it, so
+        the session's next change is stored meanwhile; its webhook is queued in turn.
+        """
+        async with self._locks.taking_turn(session_id) as turn:
+            emit = _Emit(session_id, self._queue_events, self._published)
+            async with turn.locked():
+                yield emit
+            await emit.settle(turn)
+
+
+class _Emit:
+    """The event of one change: queued under the session's lock, durable after it."""
+
+    def __init__(self, session_id: str, queue: QueueEvents, published: Published) -> None:
+        self.seq: int | None = None  # set once durable (None: the change had no event)
+        self._session_id = session_id
+        self._queue = queue
+        self._published = published
+        self._event: tuple[str, JSON] | None = None
+        self._queued: Queued | None = None
+
+    async def __call__(self, name: str, data: JSON, user_id: str) -> None:
+        assert self._queued is None, "one event per change"
+        self._event = (name, data)
+        self._queued = await self._queue(self._session_id, [(name, data, user_id)])
+
+    async def settle(self, turn: Turn) -> None:
+        """Wait until the event is durable (raising why not), then queue its webhook."""
+        if self._queued is None or self._event is None:
+            return
+        [seq] = await self._queued.seqs()
+        if isinstance(seq, Exception):
+            raise stream_error(seq)
+        await turn.wait()
+        await self._published(self._session_id, seq, *self._event)
+        self.seq = seq
 
 
 def _new_id(prefix: str) -> str:
@@ -381,7 +422,8 @@ def _new_id(prefix: str) -> str:
 
 
 def _draft(
-    thread: ThreadRecord,
+    session_id: str,
+    thread_id: str,
     parent_id: str | None,
     depth: int,
     user_id: str,
@@ -391,11 +433,11 @@ def _draft(
 ) -> CommentRecord:
     return CommentRecord(
         id=_new_id("cm"),
-        thread_id=thread.id,
-        session_id=thread.session_id,
+        thread_id=thread_id,
+        session_id=session_id,
         parent_id=parent_id,
         depth=depth,
-        position=0,  # the store assigns it
+        position=0,  # the store assigns it (and the depth, for a new comment)
         author_id=user_id,
         body=body,
         mentions=mentions,

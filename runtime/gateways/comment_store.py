@@ -12,7 +12,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from runtime.comments.model import CommentRecord, ThreadFilter, ThreadRecord
+import attrs
+
+from runtime.comments.model import (
+    MAX_DEPTH,
+    CommentError,
+    CommentRecord,
+    Invalid,
+    NotFound,
+    ThreadFilter,
+    ThreadRecord,
+)
 from runtime.gateways.memory import decode_json, encode_json
 
 JSON = Any
@@ -24,14 +34,67 @@ def normalize(value: JSON) -> JSON:
     return decode_json(encode_json(value))
 
 
+@attrs.frozen
+class AddedComment:
+    """One comment stored by :meth:`CommentStore.add_comments`.
+
+    ``thread`` is the thread as this comment left it (its ``comment_count`` is the
+    comment's position); ``participants`` are the thread's writers *before* it, so a
+    batch tells each comment the same as one-at-a-time writes would have.
+    """
+
+    thread: ThreadRecord
+    comment: CommentRecord
+    participants: frozenset[str]
+
+
+def placement(
+    draft: CommentRecord, thread: ThreadRecord | None, parent: tuple[str, str, int] | None
+) -> int | CommentError:
+    """The depth of ``draft`` under ``parent`` (thread id, session id, depth), or why not.
+
+    Shared by both stores so a refused comment reads the same from either.
+    """
+    if thread is None or thread.session_id != draft.session_id:
+        return NotFound(
+            f"no thread {draft.thread_id!r} in session {draft.session_id!r}", "$.threadId"
+        )
+    if draft.parent_id is None:
+        return 0
+    if parent is None or parent[0] != draft.thread_id or parent[1] != draft.session_id:
+        return NotFound(f"no comment {draft.parent_id!r} in this thread", "$.parentId")
+    if parent[2] + 1 > MAX_DEPTH:
+        return Invalid(f"replies nest at most {MAX_DEPTH} deep", "$.parentId")
+    return parent[2] + 1
+
+
 class CommentStore(Protocol):
     async def create_thread(
         self, thread: ThreadRecord, first: CommentRecord
     ) -> tuple[ThreadRecord, CommentRecord]:
         """Insert a thread with its first comment (position 1)."""
 
+    async def create_threads(
+        self, threads: Sequence[tuple[ThreadRecord, CommentRecord]]
+    ) -> list[tuple[ThreadRecord, CommentRecord] | Exception]:
+        """``create_thread`` for several at once, in one atomic write; one result each.
+
+        A pair whose text cannot be stored gets its exception as its result; the
+        others are written. An exception raised instead means none was.
+        """
+
     async def add_comment(self, comment: CommentRecord) -> tuple[ThreadRecord, CommentRecord]:
         """Append to its thread at the next position; None-safe: the thread must exist."""
+
+    async def add_comments(self, drafts: Sequence[CommentRecord]) -> list[AddedComment | Exception]:
+        """Append several comments in one atomic write, in order; one result per draft.
+
+        Each draft names its thread and parent (``depth`` and ``position`` are the
+        store's to set). A draft whose thread or parent is missing (or nests too
+        deep) or whose text cannot be stored gets its exception as its result and
+        takes no position; the others are written. An exception raised instead
+        (the database failed) means none was.
+        """
 
     async def get_thread(self, session_id: str, thread_id: str) -> ThreadRecord | None: ...
 

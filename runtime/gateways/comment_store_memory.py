@@ -12,7 +12,7 @@ import attrs
 
 from runtime.comments.model import CommentRecord, ThreadFilter, ThreadRecord
 from runtime.gateways.comment_sealing import open_body, open_thread, seal_body, seal_thread
-from runtime.gateways.comment_store import JSON, Reactions, normalize
+from runtime.gateways.comment_store import JSON, AddedComment, Reactions, normalize, placement
 from runtime.gateways.encryption import Sealer
 from runtime.gateways.memory import check_text
 
@@ -80,8 +80,23 @@ class MemoryCommentStore:
         self._by_thread[thread.id] = [first.id]
         return thread, first
 
+    async def create_threads(
+        self, threads: Sequence[tuple[ThreadRecord, CommentRecord]]
+    ) -> list[tuple[ThreadRecord, CommentRecord] | Exception]:
+        # create_thread never yields: the whole batch is one atomic step.
+        results: list[tuple[ThreadRecord, CommentRecord] | Exception] = []
+        for thread, first in threads:
+            try:
+                results.append(await self.create_thread(thread, first))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
     async def add_comment(self, comment: CommentRecord) -> tuple[ThreadRecord, CommentRecord]:
         check_text(comment.id, comment.body, *comment.mentions)
+        return self._append(comment)
+
+    def _append(self, comment: CommentRecord) -> tuple[ThreadRecord, CommentRecord]:
         thread = self._threads[comment.thread_id]
         thread = attrs.evolve(
             thread, comment_count=thread.comment_count + 1, updated_at=comment.created_at
@@ -92,6 +107,31 @@ class MemoryCommentStore:
         self._put_comment(comment)
         self._by_thread[thread.id].append(comment.id)
         return thread, comment
+
+    async def add_comments(self, drafts: Sequence[CommentRecord]) -> list[AddedComment | Exception]:
+        # No checkpoint inside: the whole batch is one atomic step, like one transaction.
+        results: list[AddedComment | Exception] = []
+        for draft in drafts:
+            try:
+                check_text(draft.id, draft.body, *draft.mentions)
+            except Exception as exc:
+                results.append(exc)
+                continue
+            thread = self._threads.get(draft.thread_id)
+            parent = None if draft.parent_id is None else self._comments.get(draft.parent_id)
+            depth = placement(
+                draft,
+                thread,
+                None if parent is None else (parent.thread_id, parent.session_id, parent.depth),
+            )
+            if isinstance(depth, Exception):
+                results.append(depth)
+                continue
+            assert thread is not None
+            writers = frozenset(self._comments[c].author_id for c in self._by_thread[thread.id])
+            stored, comment = self._append(attrs.evolve(draft, depth=depth))
+            results.append(AddedComment(stored, comment, writers))
+        return results
 
     async def get_thread(self, session_id: str, thread_id: str) -> ThreadRecord | None:
         thread = self._threads.get(thread_id)

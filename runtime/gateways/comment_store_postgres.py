@@ -21,7 +21,7 @@ from runtime.gateways.comment_sealing import (
     seal_body,
     seal_thread,
 )
-from runtime.gateways.comment_store import JSON, Reactions
+from runtime.gateways.comment_store import JSON, AddedComment, Reactions, placement
 from runtime.gateways.database import DatabaseGateway, Row
 from runtime.gateways.encryption import EncryptionUnavailable, Sealer
 from runtime.gateways.memory import check_text, decode_json, encode_json
@@ -102,9 +102,12 @@ def _sealed_body(
     return None, enc, Sealer.key_id_of(enc)
 
 
+_SealedThread = tuple[str | None, str | None, bytes | None, list[str] | None, str | None]
+
+
 def _sealed_thread(
     sealer: Sealer | None, session_id: str, thread_id: str, metadata: JSON, anchor: JSON
-) -> tuple[str | None, str | None, bytes | None, list[str] | None, str | None]:
+) -> _SealedThread:
     """``(anchor, metadata, metadata_enc, metadata_idx, key_id)`` to store."""
     if sealer is None:
         return (
@@ -157,36 +160,66 @@ class PostgresCommentStore:
         self, thread: ThreadRecord, first: CommentRecord
     ) -> tuple[ThreadRecord, CommentRecord]:
         check_text(thread.id, first.id, first.body, *first.mentions)
-        sealer = self.sealer
-        anchor, metadata, enc, idx, key_id = _sealed_thread(
-            sealer, thread.session_id, thread.id, thread.metadata, thread.anchor
+        sealed = _sealed_thread(
+            self.sealer, thread.session_id, thread.id, thread.metadata, thread.anchor
+        )
+        return await self._db.run_in_transaction(
+            lambda conn: self._insert_thread(conn, thread, first, sealed)
         )
 
-        def work(conn: Conn) -> tuple[ThreadRecord, CommentRecord]:
-            row = conn.execute(
-                "INSERT INTO comment_threads (id, session_id, author_id, anchor, metadata,"
-                " comment_count, created_at, updated_at, metadata_enc, metadata_idx, key_id)"
-                " VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, 1, %s, %s, %s, %s, %s)"
-                " RETURNING " + _THREAD,
-                (
-                    thread.id,
-                    thread.session_id,
-                    thread.author_id,
-                    anchor,
-                    metadata,
-                    thread.created_at,
-                    thread.updated_at,
-                    enc,
-                    idx,
-                    key_id,
-                ),
-            ).fetchone()
-            assert row is not None
-            return _thread(row, sealer), _insert_comment(
-                conn, attrs.evolve(first, position=1), sealer
-            )
+    async def create_threads(
+        self, threads: Sequence[tuple[ThreadRecord, CommentRecord]]
+    ) -> list[tuple[ThreadRecord, CommentRecord] | Exception]:
+        """One transaction for the whole batch (two statements a thread, no thread hop
+        between them)."""
+        results: list[tuple[ThreadRecord, CommentRecord] | Exception | None] = [None] * len(threads)
+        todo: list[tuple[int, ThreadRecord, CommentRecord, _SealedThread]] = []
+        for i, (thread, first) in enumerate(threads):
+            try:
+                check_text(thread.id, first.id, first.body, *first.mentions)
+                sealed = _sealed_thread(
+                    self.sealer, thread.session_id, thread.id, thread.metadata, thread.anchor
+                )
+                todo.append((i, thread, first, sealed))
+            except Exception as exc:
+                results[i] = exc
 
-        return await self._db.run_in_transaction(work)
+        def work(conn: Conn) -> list[tuple[ThreadRecord, CommentRecord]]:
+            return [self._insert_thread(conn, t, f, sealed) for _, t, f, sealed in todo]
+
+        if todo:
+            for (i, _, _, _), made in zip(
+                todo, await self._db.run_in_transaction(work), strict=True
+            ):
+                results[i] = made
+        return [r for r in results if r is not None]
+
+    def _insert_thread(
+        self, conn: Conn, thread: ThreadRecord, first: CommentRecord, sealed: _SealedThread
+    ) -> tuple[ThreadRecord, CommentRecord]:
+        anchor, metadata, enc, idx, key_id = sealed
+        row = conn.execute(
+            "INSERT INTO comment_threads (id, session_id, author_id, anchor, metadata,"
+            " comment_count, created_at, updated_at, metadata_enc, metadata_idx, key_id)"
+            " VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, 1, %s, %s, %s, %s, %s)"
+            " RETURNING " + _THREAD,
+            (
+                thread.id,
+                thread.session_id,
+                thread.author_id,
+                anchor,
+                metadata,
+                thread.created_at,
+                thread.updated_at,
+                enc,
+                idx,
+                key_id,
+            ),
+        ).fetchone()
+        assert row is not None
+        return _thread(row, self.sealer), _insert_comment(
+            conn, attrs.evolve(first, position=1), self.sealer
+        )
 
     async def add_comment(self, comment: CommentRecord) -> tuple[ThreadRecord, CommentRecord]:
         check_text(comment.id, comment.body, *comment.mentions)
@@ -207,6 +240,112 @@ class PostgresCommentStore:
             return thread, stored
 
         return await self._db.run_in_transaction(work)
+
+    async def add_comments(self, drafts: Sequence[CommentRecord]) -> list[AddedComment | Exception]:
+        """One transaction for the whole batch: lock its threads, read its parents and
+        the threads' writers (one round trip), insert every comment and move each
+        thread's count (one more): with BEGIN and COMMIT, four round trips however many
+        comments. Round trips are what a batch waits for (and after each one the worker
+        thread must win the GIL back from a busy event loop)."""
+        results: list[AddedComment | Exception | None] = [None] * len(drafts)
+        todo: list[tuple[int, CommentRecord, tuple[str | None, bytes | None, str | None]]] = []
+        for i, draft in enumerate(drafts):
+            try:
+                check_text(draft.id, draft.body, *draft.mentions)
+                todo.append((i, draft, _sealed_body(self.sealer, draft)))  # sealed off-thread
+            except Exception as exc:
+                results[i] = exc
+        if todo:
+            done = await self._db.run_in_transaction(lambda conn: self._add_all(conn, todo))
+            for i, result in done.items():
+                results[i] = result
+        assert all(r is not None for r in results)
+        return [r for r in results if r is not None]
+
+    def _add_all(
+        self,
+        conn: Conn,
+        todo: Sequence[tuple[int, CommentRecord, tuple[str | None, bytes | None, str | None]]],
+    ) -> dict[int, AddedComment | Exception]:
+        thread_ids = sorted({draft.thread_id for _, draft, _ in todo})
+        parent_ids = sorted({d.parent_id for _, d, _ in todo if d.parent_id is not None})
+        # The three reads go out together (pipeline mode: one round trip, each one
+        # still runs after the one before). The row locks serialise positions within
+        # each thread (other nodes included), taken in id order so two batches never
+        # wait on each other in a cycle; the writers are read once the locks are held.
+        with conn.pipeline():
+            locked = conn.execute(
+                "SELECT " + _THREAD + " FROM comment_threads WHERE id = ANY(%s)"
+                " ORDER BY id FOR UPDATE",
+                (thread_ids,),
+            )
+            parent_rows = conn.execute(
+                "SELECT id, thread_id, session_id, depth FROM comments WHERE id = ANY(%s)",
+                (parent_ids,),
+            )
+            writer_rows = conn.execute(
+                "SELECT DISTINCT thread_id, author_id FROM comments WHERE thread_id = ANY(%s)",
+                (thread_ids,),
+            )
+            threads = {row[0]: _thread(row, self.sealer) for row in locked.fetchall()}
+            parents = {cid: (tid, sid, int(depth)) for cid, tid, sid, depth in parent_rows}
+            writers: dict[str, set[str]] = {tid: set() for tid in threads}
+            for tid, author in writer_rows:
+                writers[tid].add(author)
+        out: dict[int, AddedComment | Exception] = {}
+        inserts: list[tuple[Any, ...]] = []
+        for i, draft, (body, body_enc, key_id) in todo:
+            thread = threads.get(draft.thread_id)
+            depth = placement(draft, thread, parents.get(draft.parent_id or ""))
+            if isinstance(depth, Exception):
+                out[i] = depth
+                continue
+            assert thread is not None
+            position = thread.comment_count + 1
+            comment = attrs.evolve(draft, depth=depth, position=position)
+            thread = threads[thread.id] = attrs.evolve(
+                thread, comment_count=position, updated_at=draft.created_at
+            )
+            out[i] = AddedComment(thread, comment, frozenset(writers[thread.id]))
+            writers[thread.id].add(draft.author_id)
+            parents[comment.id] = (thread.id, draft.session_id, depth)
+            inserts.append(
+                (
+                    comment.id,
+                    comment.thread_id,
+                    comment.session_id,
+                    comment.parent_id,
+                    depth,
+                    position,
+                    comment.author_id,
+                    body,
+                    list(comment.mentions),
+                    comment.created_at,
+                    body_enc,
+                    key_id,
+                )
+            )
+        if inserts:
+            touched = {row[1] for row in inserts}
+            moved = [t for t in threads.values() if t.id in touched]
+            with conn.pipeline():  # the inserts and the counts: one round trip
+                conn.cursor().executemany(
+                    "INSERT INTO comments (id, thread_id, session_id, parent_id, depth, position,"
+                    " author_id, body, mentions, created_at, body_enc, key_id)"
+                    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                    inserts,
+                )
+                conn.execute(
+                    "UPDATE comment_threads t SET comment_count = u.n, updated_at = u.at"
+                    " FROM unnest(%s::text[], %s::int[], %s::float8[]) AS u(id, n, at)"
+                    " WHERE t.id = u.id",
+                    (
+                        [t.id for t in moved],
+                        [t.comment_count for t in moved],
+                        [t.updated_at for t in moved],
+                    ),
+                )
+        return out
 
     async def get_thread(self, session_id: str, thread_id: str) -> ThreadRecord | None:
         row = await self._db.fetch_one(
