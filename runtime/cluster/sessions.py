@@ -353,6 +353,14 @@ class ClusterSessions:
         """Drop the remote members of nodes whose lease expired (they died)."""
         while True:
             await trio.sleep(self.node_lease_ms / 3000)
+            health = self.redis.health()
+            recent_error = health.last_error_age_s
+            if not health.ok or (
+                recent_error is not None and recent_error < self.node_lease_ms / 1000
+            ):
+                # Redis was out lately. Restarted empty, it has no lease at all until
+                # every live node's next heartbeat: a missing lease means nothing yet.
+                continue
             nodes = {peer.node for peer in self.peers.values()}
             for node_id in nodes:
                 try:
