@@ -524,8 +524,15 @@ class TandemClient(CommentsMixin):
             if pending is not None:
                 pending.resolve(msg)
         elif kind == "session:joined" and isinstance(session_id, str):
-            since = pending.since if pending is not None else None
-            self._sessions[session_id] = _Session(since if since is not None else int(msg["seq"]))
+            state = self._sessions.get(session_id)
+            if state is None or state.leaving:
+                since = pending.since if pending is not None else None
+                self._sessions[session_id] = _Session(
+                    since if since is not None else int(msg["seq"])
+                )
+            # else a rejoin (or the late answer to one that was superseded): what was
+            # delivered stays delivered. Going back to its `since` would deliver the
+            # replay of events already delivered a second time.
             if pending is not None:
                 pending.resolve(msg)
             await self._deliver(msg)

@@ -75,10 +75,13 @@ class RemotePeer:
 
     remote = True
 
-    def __init__(self, bus: ClusterBus, node: str, conn_id: str, user_id: str, name: str) -> None:
+    def __init__(
+        self, bus: ClusterBus, node: str, conn_id: str, user_id: str, name: str, owner: str
+    ) -> None:
         self._bus = bus
         self._channel = bus.name(f"node:{node}")
         self.node = node
+        self.owner = owner  # this node: the member's node takes replies only from its owner
         self.id = conn_id
         self.user_id = user_id
         self.name = name
@@ -86,15 +89,22 @@ class RemotePeer:
         self.joined: set[str] = set()  # sessions (owned here) this member is in
 
     def send(self, message: dict[str, Any]) -> None:
-        self._bus.publish(self._channel, envelope({"t": "msg", "c": self.id}, encode(message)))
+        header: dict[str, object] = {"t": "msg", "c": self.id, "o": self.owner}
+        self._bus.publish(self._channel, envelope(header, encode(message)))
 
     def send_shared(self, frame: SharedFrame) -> None:
-        self._bus.publish(self._channel, envelope({"t": "frame", "c": self.id}, frame.payload))
+        header: dict[str, object] = {"t": "frame", "c": self.id, "o": self.owner}
+        self._bus.publish(self._channel, envelope(header, frame.payload))
 
     def session_lost(self, session_id: str, reason: str) -> None:
-        self._bus.publish(
-            self._channel, envelope({"t": "lost", "c": self.id, "s": session_id, "r": reason})
-        )
+        header: dict[str, object] = {
+            "t": "lost",
+            "c": self.id,
+            "s": session_id,
+            "r": reason,
+            "o": self.owner,
+        }
+        self._bus.publish(self._channel, envelope(header))
 
 
 class ClusterSessions:
@@ -184,22 +194,30 @@ class ClusterSessions:
         conn = self.node.connections.get(str(header["c"]))
         if conn is None:
             return
+        sender = header.get("o")
         if kind == "msg":
             message = orjson.loads(payload)
             if message.get("type") == "session:joined":
                 relay = self.relays.get(message["sessionId"])
-                if relay is not None:
-                    relay.joining.pop(conn.id, None)
-                    relay.members[conn.id] = conn  # live frames from here on
+                if relay is None or relay.owner != sender:
+                    # The answer of a node that no longer owns the session (to a join
+                    # forwarded before the lease moved). Taking it would make the member
+                    # live in the new owner's stream before that owner's replay: events
+                    # between its `since` and the live frames would be skipped. The
+                    # member's join is answered by the owner this relay follows.
+                    return
+                relay.joining.pop(conn.id, None)
+                relay.members[conn.id] = conn  # live frames from here on
             conn.send(message)
         elif kind == "frame":
-            conn.send_shared(SharedFrame(payload))
+            conn.send_shared(SharedFrame(payload))  # a replay: stored events, deduplicated
         elif kind == "lost":
             session_id = str(header["s"])
             relay = self.relays.get(session_id)
-            if relay is not None:
-                relay.members.pop(conn.id, None)
-                relay.joining.pop(conn.id, None)
+            if relay is None or relay.owner != sender:
+                return  # a former owner letting go: not the session this member is in now
+            relay.members.pop(conn.id, None)
+            relay.joining.pop(conn.id, None)
             conn.session_lost(session_id, str(header["r"]))
 
     async def run_requests(self) -> None:
@@ -226,7 +244,12 @@ class ClusterSessions:
             peer = self.peers.get(conn_id)
             if peer is None or peer.closed:
                 peer = RemotePeer(
-                    self.bus, str(header["n"]), conn_id, str(header["u"]), str(header["nm"])
+                    self.bus,
+                    str(header["n"]),
+                    conn_id,
+                    str(header["u"]),
+                    str(header["nm"]),
+                    self.node.node_id,
                 )
                 self.peers[conn_id] = peer
             peer.joined.add(session_id)
@@ -244,7 +267,9 @@ class ClusterSessions:
                 if op == "publish":
                     # Not a member here (dropped as on a dead node, or its join went to a
                     # previous owner): its ack would never come. Make it rejoin.
-                    stranger = RemotePeer(self.bus, str(header["n"]), conn_id, "", "")
+                    stranger = RemotePeer(
+                        self.bus, str(header["n"]), conn_id, "", "", self.node.node_id
+                    )
                     stranger.session_lost(session_id, "restart")
                 return
             if op == "leave":
@@ -328,6 +353,14 @@ class ClusterSessions:
         """Drop the remote members of nodes whose lease expired (they died)."""
         while True:
             await trio.sleep(self.node_lease_ms / 3000)
+            health = self.redis.health()
+            recent_error = health.last_error_age_s
+            if not health.ok or (
+                recent_error is not None and recent_error < self.node_lease_ms / 1000
+            ):
+                # Redis was out lately. Restarted empty, it has no lease at all until
+                # every live node's next heartbeat: a missing lease means nothing yet.
+                continue
             nodes = {peer.node for peer in self.peers.values()}
             for node_id in nodes:
                 try:
@@ -345,11 +378,11 @@ class ClusterSessions:
             del self.peers[peer.id]
             peer.closed = True
             for session_id in sorted(peer.joined):
-                # If the node is alive after all (a long Redis outage), its member rejoins.
-                peer.session_lost(session_id, "restart")
                 mailbox = self.node.registry.lookup(self.node.session_kind, session_id)
                 if mailbox is None or session_id in self.relays:
-                    continue  # not owned here (any more): nothing to leave
+                    continue  # not owned here (any more): nothing to leave, nobody to tell
+                # If the node is alive after all (a long Redis outage), its member rejoins.
+                peer.session_lost(session_id, "restart")
                 with trio.move_on_after(self.node.settings.mailbox_timeout):
                     try:
                         await mailbox.send(LeaveSession(peer, None, reply=False))
@@ -372,6 +405,13 @@ class ClusterSessions:
             RENEW, [self.owner_key(session_id)], [self.node.node_id, self.lease_ms]
         )
         return bool(result)
+
+    def disown(self, session_id: str) -> None:
+        """This node stopped owning ``session_id``: its remote members are not ours now."""
+        for conn_id, peer in list(self.peers.items()):
+            peer.joined.discard(session_id)
+            if not peer.joined:
+                del self.peers[conn_id]
 
     async def release(self, session_id: str) -> None:
         try:
@@ -403,14 +443,21 @@ class ClusteredSession:
                 backoff = min(2 * backoff, 1.0)
                 continue
             if owner == self.cluster.node.node_id:
-                await self._own(status)
-                return
+                if not await self._own(status):
+                    return  # passivated or shut down
+                # The lease was lost (it expired, or Redis restarted empty): someone
+                # else may own the session now. Keep reading this mailbox (its senders
+                # wait on it) as that owner's relay, or take the lease again.
+                status = trio.TASK_STATUS_IGNORED
+                backoff = 0.05
+                continue
             relay = Relay(self.cluster, self.session_id, self.mailbox, owner)
             if not await relay.run(status):
                 return  # passivated or shut down
             status = trio.TASK_STATUS_IGNORED
 
-    async def _own(self, task_status: trio.TaskStatus[None]) -> None:
+    async def _own(self, task_status: trio.TaskStatus[None]) -> bool:
+        """Run the authoritative actor while the lease holds: True if it was lost."""
         cluster = self.cluster
         channel = cluster.session_channel(self.session_id)
         me = cluster.node.node_id
@@ -442,8 +489,10 @@ class ClusteredSession:
         finally:
             if lost:
                 actor._abandon_members("restart")
+            cluster.disown(self.session_id)
             with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                 await cluster.release(self.session_id)
+        return lost
 
 
 class Relay:

@@ -61,3 +61,25 @@ async def test_ephemeral_events_are_delivered_in_stream_order(
         events = await collect_events(bob, "doc", 3)
         assert [e["name"] for e in events] == ["a", "cursor", "b"]
         assert bob.last_seq("doc") == last
+
+
+async def test_a_late_session_joined_does_not_deliver_events_twice(
+    autojump_clock: trio.testing.MockClock, connect_as: Callable[[str], Connect]
+) -> None:
+    # After a cluster owner change a member can have two rejoins in flight; the first,
+    # superseded, may still be answered (by the former owner). Its session:joined
+    # arrives with no request waiting and must not take last_seq back: the replay
+    # after it would deliver events a second time (test_redis_restart saw that).
+    async with open_tandem_client(connect=connect_as("alice")) as alice:
+        await alice.join("doc")
+        for n in range(3):
+            await alice.publish("doc", "edit", n)
+        assert [e["seq"] for e in await collect_events(alice, "doc", 3)] == [1, 2, 3]
+        await alice._dispatch(
+            {"type": "session:joined", "sessionId": "doc", "seq": 1, "participants": []}
+        )
+        replayed = {"type": "event", "sessionId": "doc", "seq": 2, "name": "edit", "data": 1}
+        await alice._dispatch(replayed)
+        assert alice.last_seq("doc") == 3
+        await alice.publish("doc", "edit", 3)
+        assert [e["seq"] for e in await collect_events(alice, "doc", 1)] == [4]
