@@ -169,7 +169,8 @@ class RedisGateway:
                         replies = await self._publisher.execute_encoded(data, count)
                 except (RedisUnavailable, trio.TooSlowError) as exc:
                     await self._drop_publisher()
-                    if fresh or attempt:
+                    # A slow Redis may have run the commands: no second try then.
+                    if fresh or attempt or isinstance(exc, trio.TooSlowError):
                         self._failed(exc)
                         raise RedisUnavailable(str(exc) or "publish timed out") from exc
                     continue
@@ -177,11 +178,11 @@ class RedisGateway:
                     await self._drop_publisher()
                     raise
                 break
-        errors = [reply for reply in replies if isinstance(reply, ReplyError)]
-        if errors:  # NOAUTH after a restart with a new password, say: not a message
-            await self._drop_publisher()
-            self._failed(errors[0])
-            raise RedisUnavailable(f"PUBLISH refused: {errors[0]}")
+            errors = [reply for reply in replies if isinstance(reply, ReplyError)]
+            if errors:  # NOAUTH after a restart with a new password, say: not a message
+                await self._drop_publisher()
+                self._failed(errors[0])
+                raise RedisUnavailable(f"PUBLISH refused: {errors[0]}")
         metrics.REDIS.observe(time.perf_counter() - started)
         self._reachable()
         return [int(reply) for reply in replies]  # type: ignore[arg-type]
