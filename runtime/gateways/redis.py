@@ -1,18 +1,23 @@
-"""RedisGateway: Redis for Trio, over redis-py's blocking client on worker threads.
+"""RedisGateway: Redis for Trio.
 
-Commands run on worker threads (``trio.to_thread.run_sync``) behind a
-``trio.CapacityLimiter`` as large as the connection pool, so at most
-``pool_size`` threads ever wait on Redis. redis-py's own retry (on connection
-errors, with backoff) reconnects a pooled connection that was killed or broken
-by a restart; a call that still fails raises :class:`RedisUnavailable`.
+Two kinds of connection. The per-frame traffic of a cluster — pub/sub and the
+bus's PUBLISH pipelines — runs on trio-native connections
+(:class:`~runtime.gateways.redis_wire.RedisWire`, RESP2 parsed in
+runtime/gateways/resp.py): no worker thread per batch. Everything else (leases,
+Lua scripts, GET/SET) is redis-py's blocking client on worker threads
+(``trio.to_thread.run_sync``) behind a ``trio.CapacityLimiter`` as large as the
+connection pool, so at most ``pool_size`` threads ever wait on Redis. redis-py's
+own retry (on connection errors, with backoff) reconnects a pooled connection
+that was killed or broken by a restart; a call that still fails raises
+:class:`RedisUnavailable`.
 
-Pub/sub: one dedicated reader task owns one ``PubSub`` connection and bridges
-every message, in the order Redis delivered them, into ONE trio memory channel
+Pub/sub: one dedicated reader task owns one connection and bridges every
+message, in the order Redis delivered them, into ONE trio memory channel
 (:attr:`RedisGateway.messages`). One ordered stream matters: messages published
 in order to different channels arrive in that order on one connection, and the
-cluster layer relies on it. Subscribing wakes the reader at once (it publishes
-a nudge on a private control channel) and waits for Redis to confirm. When the
-pub/sub connection breaks, the reader opens a new one, re-subscribes, and puts
+cluster layer relies on it. ``subscribe()`` writes SUBSCRIBE on the reader's
+connection and waits for Redis to confirm. When that connection breaks (or stays
+silent past a PING), the reader opens a new one, re-subscribes, and puts
 :data:`RECONNECTED` in the stream: whatever was published meanwhile is lost,
 and consumers must resynchronise.
 """
@@ -28,12 +33,15 @@ from typing import Any, TypeVar
 
 import attrs
 import redis
-import redis.client
 import trio
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from runtime import metrics
+from runtime.gateways.redis_wire import RedisTarget, RedisUnavailable, RedisWire
+from runtime.gateways.resp import Reply, ReplyError, encode_command
+
+__all__ = ["RECONNECTED", "RedisGateway", "RedisHealth", "RedisUnavailable", "open_redis_gateway"]
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +49,6 @@ T = TypeVar("T")
 
 #: Put in the message stream after the pub/sub connection was re-established.
 RECONNECTED = ("", b"")
-
-
-class RedisUnavailable(Exception):
-    """Redis could not be reached (after redis-py's retries)."""
 
 
 @attrs.frozen(slots=True)
@@ -63,12 +67,14 @@ class RedisHealth:
     last_outage_s: float | None  # how long the last finished outage lasted
 
 
-#: Most pub/sub messages taken from the socket per worker-thread hop.
-READ_BATCH = 256
+#: A silent pub/sub connection is sent a PING after this long...
+PING_IDLE_S = 1.0
+
+_PING = encode_command("PING")
 
 
 class RedisGateway:
-    """A small async API over a pooled blocking client; see the module docstring."""
+    """A small async API over Redis; see the module docstring."""
 
     def __init__(self, url: str, *, pool_size: int = 16, socket_timeout: float = 5.0) -> None:
         retry = Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=3)
@@ -85,10 +91,15 @@ class RedisGateway:
         self.client = redis.Redis(connection_pool=self._pool)
         self.pool_size = pool_size
         self._limiter = trio.CapacityLimiter(pool_size)
-        self._control = f"tandem:ctl:{secrets.token_hex(8)}"
+        self._target = RedisTarget.from_url(url)
+        #: CLIENT SETNAME prefix of this gateway's trio-native connections (-sub, -pub).
+        self.client_name = f"tandem-{secrets.token_hex(4)}"
+        self._socket_timeout = socket_timeout  # ...and declared dead after this much more
         self._channels: set[str] = set()
-        self._changes: list[tuple[bool, str]] = []  # (subscribe?, channel), applied by the reader
         self._confirmed: dict[str, trio.Event] = {}
+        self._subscriber: RedisWire | None = None  # the reader's connection, while it is up
+        self._publisher: RedisWire | None = None  # PUBLISH pipelines; opened on first use
+        self._publish_lock = trio.Lock()
         self._send, self.messages = trio.open_memory_channel[tuple[str, bytes]](65536)
         self._ok = True
         self._last_error: str | None = None
@@ -128,18 +139,59 @@ class RedisGateway:
         return int(await self.call(self.client.delete, *keys))
 
     async def publish(self, channel: str, data: bytes) -> int:
-        return int(await self.call(self.client.publish, channel, data))
+        """Publish one message (on the publishing connection); how many subscribers got it."""
+        (receivers,) = await self._publish(encode_command(b"PUBLISH", channel, data), 1)
+        return receivers
 
     async def publish_many(self, items: list[tuple[str, bytes]]) -> None:
-        """Publish in this order in one round trip (a non-transactional pipeline)."""
+        """Publish in this order in one round trip (one write, then every reply)."""
+        if items:
+            data = b"".join(encode_command(b"PUBLISH", channel, body) for channel, body in items)
+            await self._publish(data, len(items))
 
-        def run() -> None:
-            pipe = self.client.pipeline(transaction=False)
-            for channel, data in items:
-                pipe.publish(channel, data)
-            pipe.execute()
+    async def _publish(self, data: bytes, count: int) -> list[int]:
+        """PUBLISH commands on the trio-native publishing connection; RedisUnavailable if it fails.
 
-        await self.call(run)
+        A connection that died while idle (killed, Redis restarted) is found out by
+        this call: it is retried once on a new connection, as redis-py's pool would.
+        As with redis-py, a message may then go out twice, never out of order.
+        """
+        started = time.perf_counter()
+        async with self._publish_lock:
+            for attempt in range(2):
+                fresh = self._publisher is None
+                try:
+                    with trio.fail_after(self._socket_timeout):
+                        if self._publisher is None:
+                            self._publisher = await RedisWire.connect(
+                                self._target, name=self.client_name + "-pub"
+                            )
+                        replies = await self._publisher.execute_encoded(data, count)
+                except (RedisUnavailable, trio.TooSlowError) as exc:
+                    await self._drop_publisher()
+                    # A slow Redis may have run the commands: no second try then.
+                    if fresh or attempt or isinstance(exc, trio.TooSlowError):
+                        self._failed(exc)
+                        raise RedisUnavailable(str(exc) or "publish timed out") from exc
+                    continue
+                except BaseException:  # cancelled between the write and the replies
+                    await self._drop_publisher()
+                    raise
+                break
+            errors = [reply for reply in replies if isinstance(reply, ReplyError)]
+            if errors:  # NOAUTH after a restart with a new password, say: not a message
+                await self._drop_publisher()
+                self._failed(errors[0])
+                raise RedisUnavailable(f"PUBLISH refused: {errors[0]}")
+        metrics.REDIS.observe(time.perf_counter() - started)
+        self._reachable()
+        return [int(reply) for reply in replies]  # type: ignore[arg-type]
+
+    async def _drop_publisher(self) -> None:
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            with trio.CancelScope(shield=True):
+                await publisher.aclose()
 
     async def eval(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """Run a Lua script (EVALSHA, loading it on first use)."""
@@ -159,8 +211,8 @@ class RedisGateway:
             return
         self._channels.add(channel)
         event = self._confirmed.setdefault(channel, trio.Event())
-        self._changes.append((True, channel))
-        await self._nudge()
+        # Down or not connected yet: the reader subscribes to every channel when it connects.
+        await self._tell_subscriber(encode_command(b"SUBSCRIBE", channel))
         await event.wait()
 
     async def unsubscribe(self, channel: str) -> None:
@@ -168,32 +220,48 @@ class RedisGateway:
             return
         self._channels.discard(channel)
         self._confirmed.pop(channel, None)
-        self._changes.append((False, channel))
-        await self._nudge()
+        await self._tell_subscriber(encode_command(b"UNSUBSCRIBE", channel))
 
-    async def _nudge(self) -> None:
-        try:
-            await self.publish(self._control, b"")
-        except RedisUnavailable:
-            pass  # the reader reconnects and applies the change then
+    async def _tell_subscriber(self, command: bytes) -> None:
+        subscriber = self._subscriber
+        if subscriber is not None:
+            try:
+                await subscriber.send(command)
+            except RedisUnavailable:
+                pass  # the reader finds out too, reconnects and subscribes what is wanted then
 
     async def run_reader(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Bridge pub/sub into :attr:`messages` until cancelled, reconnecting as needed."""
+        """Bridge pub/sub into :attr:`messages` until cancelled, reconnecting as needed.
+
+        A connection lost while Redis answers (CLIENT KILL, say) is reconnected at
+        once and is not an outage; failing to connect is.
+        """
         started = False
         backoff = 0.05
         while True:
-            pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]
             try:
-                await trio.to_thread.run_sync(pubsub.subscribe, self._control)
-                flag = _ReconnectFlag()
-                assert pubsub.connection is not None
-                pubsub.connection.register_connect_callback(flag.hit)
+                wire = await RedisWire.connect(
+                    self._target, select=False, name=self.client_name + "-sub"
+                )
+            except RedisUnavailable as exc:
+                self._failed(exc)
+                if not started:
+                    task_status.started()
+                    started = True
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            connected_at = trio.current_time()
+            try:
+                # No checkpoint between publishing the connection and listing the channels:
+                # a subscribe() either is in the list or writes its own SUBSCRIBE.
+                self._subscriber = wire
                 channels = sorted(self._channels)
-                self._changes.clear()
                 if channels:
-                    await trio.to_thread.run_sync(_subscribe_all, pubsub, channels)
+                    await wire.send(encode_command(b"SUBSCRIBE", *channels))
+                self._reachable()
                 if not started:
                     task_status.started()
                     started = True
@@ -201,46 +269,57 @@ class RedisGateway:
                     self.reconnects += 1
                     log.warning("redis pub/sub reconnected (%d channels)", len(channels))
                     await self._send.send(RECONNECTED)
-                backoff = 0.05
-                await self._read(pubsub, flag)
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                self._failed(exc)
-                if not started:
-                    task_status.started()
-                    started = True
+                await self._read(wire)
+            except RedisUnavailable as exc:
+                self._last_error = f"pub/sub connection lost: {exc}"
+                self._last_error_at = time.monotonic()
+                log.warning("redis: %s", self._last_error)
+            finally:
+                self._subscriber = None
+                with trio.CancelScope(shield=True):
+                    await wire.aclose()
+            if trio.current_time() - connected_at < 1.0:  # lost as soon as made: do not spin
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
-            finally:
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(_close_quietly, pubsub)
+            else:
+                backoff = 0.05
 
-    async def _read(self, pubsub: redis.client.PubSub, flag: _ReconnectFlag) -> None:
+    async def _read(self, wire: RedisWire) -> None:
+        """Read until the connection fails (RedisUnavailable); PING it when it is silent."""
+        pinged = False
+        send = self._send
         while True:
-            if flag.reconnected:  # redis-py reconnected and re-subscribed on its own
-                flag.reconnected = False
-                self.reconnects += 1
-                log.warning("redis pub/sub reconnected")
-                await self._send.send(RECONNECTED)
-            while self._changes:
-                subscribe, channel = self._changes.pop(0)
-                if subscribe:
-                    await trio.to_thread.run_sync(pubsub.subscribe, channel)
-                else:
-                    await trio.to_thread.run_sync(pubsub.unsubscribe, channel)
-            batch = await trio.to_thread.run_sync(
-                _receive_batch, pubsub, READ_BATCH, abandon_on_cancel=True
-            )
-            for message in batch:
-                kind = message["type"]
-                channel = message["channel"].decode()
-                if kind == "subscribe":
-                    event = self._confirmed.get(channel)
+            batch: list[Reply] | None = None
+            with trio.move_on_after(self._socket_timeout if pinged else PING_IDLE_S):
+                batch = await wire.receive_batch()  # cancelled: what was read stays buffered
+            if batch is None:
+                if pinged:
+                    raise RedisUnavailable(
+                        f"pub/sub connection silent {self._socket_timeout} s after a PING"
+                    )
+                await wire.send(_PING)
+                pinged = True
+                continue
+            pinged = False
+            self._reachable()
+            for reply in batch:
+                if type(reply) is not list:
+                    if isinstance(reply, ReplyError):
+                        log.warning("redis pub/sub: %s", reply)
+                    continue
+                kind = reply[0]
+                if kind == b"message":
+                    channel = reply[1].decode()  # type: ignore[union-attr]
+                    if channel in self._channels:  # not unsubscribed since
+                        message = (channel, reply[2])
+                        try:  # one checkpoint per read, not per message
+                            send.send_nowait(message)  # type: ignore[arg-type]
+                        except trio.WouldBlock:
+                            await send.send(message)  # type: ignore[arg-type]
+                elif kind == b"subscribe":
+                    event = self._confirmed.get(reply[1].decode())  # type: ignore[union-attr]
                     if event is not None:
                         event.set()
-                elif kind == "message" and channel in self._channels:  # not unsubscribed since
-                    await self._send.send((channel, message["data"]))
-            if batch:
-                self._reachable()
 
     def _reachable(self) -> None:
         self._ok = True
@@ -284,47 +363,10 @@ class RedisGateway:
             last_outage_s=None if self._last_outage_s is None else round(self._last_outage_s, 3),
         )
 
-    def close(self) -> None:
-        self._pool.disconnect()
-
-
-def _receive_batch(pubsub: redis.client.PubSub, limit: int) -> list[dict[str, Any]]:
-    """Wait up to a second for a message, then take what else is already there.
-
-    One thread hop per batch, not per message: under a frame storm the hop (two
-    context switches and a trio wake-up) cost more than reading the message.
-    """
-    first = pubsub.get_message(timeout=1.0)
-    if first is None:
-        return []
-    batch = [first]
-    while len(batch) < limit:
-        more = pubsub.get_message(timeout=0.0)
-        if more is None:
-            break
-        batch.append(more)
-    return batch
-
-
-def _subscribe_all(pubsub: redis.client.PubSub, channels: list[str]) -> None:
-    pubsub.subscribe(*channels)
-
-
-class _ReconnectFlag:
-    """Set (on a worker thread) when redis-py re-established the pub/sub connection."""
-
-    def __init__(self) -> None:
-        self.reconnected = False
-
-    def hit(self, connection: object) -> None:
-        self.reconnected = True
-
-
-def _close_quietly(pubsub: redis.client.PubSub) -> None:
-    try:
-        pubsub.close()
-    except Exception as exc:  # a dead connection: nothing to close politely
-        log.debug("closing pub/sub: %s", exc)
+    async def aclose(self) -> None:
+        """Close the publishing connection and the pool (the reader closes its own)."""
+        await self._drop_publisher()
+        await trio.to_thread.run_sync(self._pool.disconnect)
 
 
 @asynccontextmanager
@@ -341,4 +383,5 @@ async def open_redis_gateway(url: str, *, pool_size: int = 16) -> AsyncIterator[
             finally:
                 nursery.cancel_scope.cancel()
     finally:
-        await trio.to_thread.run_sync(gateway.close)
+        with trio.CancelScope(shield=True):
+            await gateway.aclose()
