@@ -65,6 +65,7 @@ class RedisHealth:
     outages: int  # times Redis went from reachable to unreachable
     outage_s: float | None  # how long the current outage has lasted (None: reachable)
     last_outage_s: float | None  # how long the last finished outage lasted
+    client_name: str  # prefix of this node's CLIENT SETNAME (-pool, -sub, -pub)
 
 
 #: A silent pub/sub connection is sent a PING after this long...
@@ -78,6 +79,9 @@ class RedisGateway:
 
     def __init__(self, url: str, *, pool_size: int = 16, socket_timeout: float = 5.0) -> None:
         retry = Retry(ExponentialBackoff(cap=0.5, base=0.02), retries=3)
+        #: CLIENT SETNAME prefix of every connection of this gateway (-pool, -sub, -pub),
+        #: so an operator (or a test) can tell one node's connections from another's.
+        self.client_name = f"tandem-{secrets.token_hex(4)}"
         self._pool = redis.BlockingConnectionPool.from_url(
             url,
             max_connections=pool_size,
@@ -87,13 +91,12 @@ class RedisGateway:
             health_check_interval=0,
             retry=retry,
             retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            client_name=self.client_name + "-pool",
         )
         self.client = redis.Redis(connection_pool=self._pool)
         self.pool_size = pool_size
         self._limiter = trio.CapacityLimiter(pool_size)
         self._target = RedisTarget.from_url(url)
-        #: CLIENT SETNAME prefix of this gateway's trio-native connections (-sub, -pub).
-        self.client_name = f"tandem-{secrets.token_hex(4)}"
         self._socket_timeout = socket_timeout  # ...and declared dead after this much more
         self._channels: set[str] = set()
         self._confirmed: dict[str, trio.Event] = {}
@@ -361,6 +364,7 @@ class RedisGateway:
                 None if self._down_since is None else round(time.monotonic() - self._down_since, 3)
             ),
             last_outage_s=None if self._last_outage_s is None else round(self._last_outage_s, 3),
+            client_name=self.client_name,
         )
 
     async def aclose(self) -> None:
