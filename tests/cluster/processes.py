@@ -7,7 +7,8 @@ starts them, waits for ``/readyz``, and kills every child in its ``finally``
 (SIGKILL: a test that failed must not leave servers behind). Output goes to a
 log file per node, printed when a test fails to start a node.
 
-Also here: a minimal HTTP GET (no client library needed) and a free-port finder.
+Also here: a minimal HTTP GET (no client library needed), a readiness probe and a
+free-port finder.
 """
 
 from __future__ import annotations
@@ -56,6 +57,15 @@ async def http_get(port: int, path: str, *, within: float = 2.0) -> tuple[int, A
         return status, body
 
 
+async def is_ready(port: int) -> bool:
+    """Whether ``/readyz`` on 127.0.0.1:``port`` answers 200 now (False: not listening yet)."""
+    try:
+        status, _ = await http_get(port, "/readyz", within=1.0)
+    except (OSError, trio.TooSlowError, ValueError, IndexError):
+        return False
+    return status == 200
+
+
 class NodeProcess:
     """One ``tandem serve`` child process."""
 
@@ -96,12 +106,8 @@ class NodeProcess:
             while True:
                 if not self.running:
                     raise RuntimeError(f"{self.name} exited early:\n{self.log()}")
-                try:
-                    status, _ = await http_get(self.port, "/readyz", within=1.0)
-                    if status == 200:
-                        return
-                except (OSError, trio.TooSlowError, ValueError, IndexError):
-                    pass  # not listening yet
+                if await is_ready(self.port):
+                    return
                 await trio.sleep(0.05)
         raise RuntimeError(f"{self.name} not ready within {within} s:\n{self.log()}")
 

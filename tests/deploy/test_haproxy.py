@@ -31,6 +31,7 @@ from tests.cluster.processes import (
     NodeProcess,
     free_port,
     http_get,
+    is_ready,
     open_node_processes,
     schema_url,
 )
@@ -60,13 +61,7 @@ async def open_haproxy(nodes: list[NodeProcess]) -> AsyncIterator[int]:
     )
     try:
         with trio.fail_after(10):
-            while True:
-                try:
-                    status, _ = await http_get(port, "/readyz", within=1.0)
-                    if status == 200:
-                        break
-                except (OSError, trio.TooSlowError, ValueError, IndexError):
-                    pass
+            while not await is_ready(port):  # noqa: ASYNC110 (polling another process)
                 await trio.sleep(0.05)
         yield port
     finally:
