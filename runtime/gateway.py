@@ -13,7 +13,7 @@ import itertools
 import logging
 import secrets
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -23,7 +23,7 @@ from runtime.http import HttpRequest, HttpResponse, HttpRouter, error_response
 from runtime.observability.logs import bind_connection
 from runtime.protocol import messages as wire_messages
 from runtime.protocol.errors import CloseCode
-from runtime.security.proxies import TrustedProxies, peer_host
+from runtime.security.proxies import TrustedProxies, forwarded_for, peer_host
 from runtime.security.ratelimit import Kind
 from runtime.security.tokens import AuthError, Identity, guest_identity
 from runtime.transport.connection import ClientConnection, ConnectionLimits
@@ -154,14 +154,7 @@ class SocketGateway:
             )
             if upgrade is None or not self._node.accepting:
                 return
-            address = self._proxies.client_address(
-                peer_host(wire.peer),
-                [
-                    v.decode("latin-1")
-                    for k, v in upgrade.headers
-                    if k.lower() == b"x-forwarded-for"
-                ],
-            )
+            address = self._client_address(wire.peer, upgrade.headers)
             refusal = await self._refuse_upgrade(upgrade, address)
             if refusal is not None:
                 await reject_upgrade(wire, refusal)
@@ -174,8 +167,9 @@ class SocketGateway:
         finally:
             wire.close()
 
-    def _client_address(self, peer: str, forwarded_for: list[str]) -> str:
-        return self._proxies.client_address(peer_host(peer), forwarded_for)
+    def _client_address(self, peer: str, headers: Sequence[tuple[bytes, bytes]]) -> str:
+        """Who sent a request: the socket peer, or what a trusted proxy says it saw."""
+        return self._proxies.client_address(peer_host(peer), forwarded_for(headers))
 
     async def _refuse_upgrade(self, upgrade: Upgrade, address: str) -> HttpResponse | None:
         """Origin check for browsers and the connect rate per IP, before the handshake."""

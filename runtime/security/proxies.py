@@ -62,6 +62,11 @@ class TrustedProxies:
         return address
 
 
+def forwarded_for(headers: Iterable[tuple[bytes, bytes]]) -> list[str]:
+    """Every ``X-Forwarded-For`` value of a request, in order (names as h11 gives them)."""
+    return [value.decode("latin-1") for name, value in headers if name == b"x-forwarded-for"]
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text.strip("[]"))

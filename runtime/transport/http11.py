@@ -37,11 +37,11 @@ async def serve_http(
     handle: Callable[[HttpRequest], Awaitable[HttpResponse]],
     *,
     idle_timeout: float,
-    client_address: Callable[[str, list[str]], str] | None = None,
+    client_address: Callable[[str, list[tuple[bytes, bytes]]], str] | None = None,
 ) -> Upgrade | None:
     """Serve requests on ``wire`` until it closes or asks for a WebSocket upgrade.
 
-    ``client_address(peer, x_forwarded_for_values)`` names who sent a request
+    ``client_address(peer, headers)`` names who sent a request
     (behind a trusted proxy, not the proxy); by default the socket peer.
     """
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
@@ -74,10 +74,7 @@ async def serve_http(
             body=body,
             peer=wire.peer
             if client_address is None
-            else client_address(
-                wire.peer,
-                [v.decode("latin-1") for k, v in request.headers if k == b"x-forwarded-for"],
-            ),
+            else client_address(wire.peer, list(request.headers)),
         )
         response = await handle(http_request)
         if not await _send(wire, conn, response):

@@ -6,7 +6,7 @@ import pytest
 import trio
 
 from runtime.config import ConfigError, Settings, validate
-from runtime.security.proxies import TrustedProxies, peer_host
+from runtime.security.proxies import TrustedProxies, forwarded_for, peer_host
 from runtime.testing import open_test_server
 
 pytestmark = pytest.mark.integration
@@ -33,6 +33,12 @@ def test_a_trusted_peer_is_read_from_the_right_skipping_trusted_hops() -> None:
     # garbage in the header stops the walk at the last address a trusted hop gave
     assert PROXY.client_address("127.0.0.1", ["unknown, 10.1.1.1"]) == "10.1.1.1"
     assert PROXY.client_address("::ffff:127.0.0.1", ["2001:db8::1"]) == "2001:db8::1"
+
+
+def test_every_forwarded_for_header_is_read_in_order() -> None:
+    headers = [(b"x-forwarded-for", b"6.6.6.6"), (b"host", b"x"), (b"x-forwarded-for", b"1.2.3.4")]
+    assert forwarded_for(headers) == ["6.6.6.6", "1.2.3.4"]
+    assert PROXY.client_address("127.0.0.1", forwarded_for(headers)) == "1.2.3.4"
 
 
 def test_peer_host_and_bad_proxy_settings() -> None:
