@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import platform
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadgen.report import write_all
+from loadgen.report import BASELINE, write_all
 from loadgen.runner import Options, Server, run_plan
 from loadgen.scenarios import SCENARIOS, TANDEM_ONLY, UNAVAILABLE, Plan, build_plan, cluster_plan
 from loadgen.servers import (
@@ -103,6 +104,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="presence: members per session that count and time receipts (0: all); "
         "the rest only load the server",
+    )
+    p.add_argument(
+        "--baseline-rate",
+        type=float,
+        help="fanout, rooms: also run the websockets peer at this lower rate, before --rate; "
+        "when the peer's run at --rate is not OK (typically INVALID: generator-bound), the "
+        "ratio uses its highest OK rate instead and the table says so",
     )
     p.add_argument("--comments", type=int, default=10, help="comments per user (comments)")
     p.add_argument("--nodes", type=int, choices=[2, 3], default=2, help="cluster: Tandem nodes")
@@ -193,7 +201,11 @@ def _runs(args: argparse.Namespace, plan: Plan) -> list[RunSpec]:
                 target, out_dir / f"server-{target.name}.log", extra_env=env, label=target.name
             )
 
-        out.append(RunSpec(name, target, plan, start, database=args.scenario == "comments"))
+        target_plan = plan
+        if name == BASELINE and args.baseline_rate and args.scenario in ("fanout", "rooms"):
+            rates = sorted({args.baseline_rate, *plan.rates})
+            target_plan = dataclasses.replace(plan, rates=rates, fixed_rates=True)
+        out.append(RunSpec(name, target, target_plan, start, database=args.scenario == "comments"))
     return out
 
 
@@ -228,6 +240,23 @@ def _resources(
         yield env, info
 
 
+def plan_from_args(args: argparse.Namespace) -> Plan:
+    """The scenario's plan from the command line (ValueError when the options do not fit)."""
+    return build_plan(
+        args.scenario,
+        members=args.members,
+        sessions=args.sessions,
+        conns=args.conns,
+        rate=args.rate,
+        step_start=args.step_start,
+        step_max=args.step_max,
+        nodes=args.nodes,
+        publishers=args.publishers,
+        comments=args.comments,
+        observers=args.observers,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.scenario in UNAVAILABLE:
@@ -235,19 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     duration = min(args.duration, MAX_HOLD if args.scenario == "connections" else MAX_DURATION)
     try:
-        plan = build_plan(
-            args.scenario,
-            members=args.members,
-            sessions=args.sessions,
-            conns=args.conns,
-            rate=args.rate,
-            step_start=args.step_start,
-            step_max=args.step_max,
-            nodes=args.nodes,
-            publishers=args.publishers,
-            comments=args.comments,
-            observers=args.observers,
-        )
+        plan = plan_from_args(args)
     except ValueError as exc:
         print(f"{args.scenario}: {exc}")
         return 2

@@ -30,8 +30,15 @@ def add_ratios(results: list[dict[str, Any]]) -> None:
     if base is None:
         return
     base_steps = {s["rate"]: s for s in base.get("steps", [])}
-    for _r, s in _rows(results):
+    # A peer step that is not OK (mostly INVALID: the generator, not the peer, was the
+    # limit) is no clean baseline; its highest OK rate in the same run is (--baseline-rate).
+    clean = [s for s in base.get("steps", []) if s["status"] == "OK"]
+    fallback = max(clean, key=lambda s: s["rate"]) if clean else None
+    for r, s in _rows(results):
         b = base_steps.get(s["rate"])
+        if r is not base and (b is None or b["status"] != "OK") and fallback is not None:
+            b = fallback
+            s["websockets_baseline_rate"] = fallback["rate"]
         mine = s.get("deliveries_per_server_cpu_second")
         theirs = b.get("deliveries_per_server_cpu_second") if b else None
         s["efficiency_vs_websockets"] = round(mine / theirs, 3) if mine and theirs else None
@@ -40,6 +47,12 @@ def add_ratios(results: list[dict[str, Any]]) -> None:
         c = r.get("connect", {})
         mine = c.get("server_rss_per_connection_bytes")
         c["rss_per_connection_vs_websockets"] = round(mine / bc, 3) if mine and bc else None
+
+
+def _ratio_cell(step: dict[str, Any]) -> str:
+    cell = _fmt(step.get("efficiency_vs_websockets"))
+    at = step.get("websockets_baseline_rate")
+    return f"{cell} (vs websockets @{_fmt(at)})" if at is not None else cell
 
 
 def _fmt(v: Any) -> str:
@@ -91,7 +104,7 @@ def markdown(meta: dict[str, Any], results: list[dict[str, Any]]) -> str:
                 f"{_fmt(s['p95_ms'])} | {_fmt(s['p99_ms'])} | {_fmt(s['max_ms'])} | "
                 f"{_fmt(s['server_cpu_percent'])} | "
                 f"{_fmt(s['deliveries_per_server_cpu_second'])} | "
-                f"{_fmt(s.get('efficiency_vs_websockets'))} | "
+                f"{_ratio_cell(s)} | "
                 f"{', '.join(_fmt(g) for g in s['generator_cpu_percent'])} | "
                 f"{_fmt(s.get('other_cpu_percent'))} |"
             )

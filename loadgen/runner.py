@@ -441,14 +441,15 @@ def run_plan(
             log(_step_line(server.label, step))
             if step["status"] != "OK":
                 break
-            if len(plan.rates) > 1 and (step["p99_ms"] or math.inf) > opts.p99_limit_ms:
+            stepping = len(plan.rates) > 1 and not plan.fixed_rates
+            if stepping and (step["p99_ms"] or math.inf) > opts.p99_limit_ms:
                 log(f"stopping: p99 {step['p99_ms']} ms > limit {opts.p99_limit_ms} ms")
                 break
         statuses = [s["status"] for s in result["steps"]]
         result["status"] = (
             "FAILED" if "FAILED" in statuses else "INVALID" if "INVALID" in statuses else "OK"
         )
-        if len(plan.rates) > 1 and statuses and statuses[-1] != "OK":
+        if len(plan.rates) > 1 and not plan.fixed_rates and statuses and statuses[-1] != "OK":
             result["stopped_by"] = statuses[-1]
         return result
     finally:

@@ -27,6 +27,8 @@ class Plan:
     # others still join, publish and receive everything, but only ping-pong: a generator
     # that parses 5M propagations/s saturates long before the server does.
     observers: int = 0
+    # Rates given up front (--baseline-rate), not a step-up: every one runs, whatever its p99.
+    fixed_rates: bool = False
 
     def observes(self, index: int) -> bool:
         """Whether connection ``index`` (in ramp order) counts and times what it receives."""

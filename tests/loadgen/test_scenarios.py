@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from loadgen import comments
+from loadgen.cli import _runs, parse_args, plan_from_args
 from loadgen.report import add_ratios, markdown
 from loadgen.scenarios import build_plan, cluster_plan, members_per_node, publishers_per_node
 from loadgen.servers import run_name, schema_url
@@ -245,3 +246,44 @@ def test_presence_observers_sample_members_of_every_session() -> None:
     everyone = plan("presence", members=500, sessions=2)
     assert all(everyone.observes(i) for i in range(everyone.connections))
     assert everyone.expected_deliveries({"s0": 500}) == 500 * 499
+
+
+def test_websockets_ratio_falls_back_to_its_highest_clean_rate() -> None:
+    invalid = {**step(150, 100.0), "status": "INVALID"}
+    results = [
+        {"target": "tandem", "status": "OK", "steps": [step(150, 600.0)]},
+        {
+            "target": "websockets",
+            "status": "INVALID",
+            "steps": [step(25, 140.0), step(50, 150.0), invalid],
+        },
+    ]
+    add_ratios(results)
+    tandem = results[0]["steps"][0]  # type: ignore[index]
+    assert tandem["efficiency_vs_websockets"] == 4.0  # against the OK step at 50, not 150
+    assert tandem["websockets_baseline_rate"] == 50
+    # The peer's own rows compare with themselves at the same rate.
+    assert results[1]["steps"][2]["efficiency_vs_websockets"] == 1.0  # type: ignore[index]
+    md = markdown({"scenario": "fanout", "started": "x"}, results)
+    assert "| 4 (vs websockets @50) |" in md
+
+
+def test_same_rate_ratio_when_the_peer_is_clean() -> None:
+    results = [
+        {"target": "tandem", "status": "OK", "steps": [step(150, 600.0)]},
+        {"target": "websockets", "status": "OK", "steps": [step(50, 150.0), step(150, 200.0)]},
+    ]
+    add_ratios(results)
+    tandem = results[0]["steps"][0]  # type: ignore[index]
+    assert tandem["efficiency_vs_websockets"] == 3.0
+    assert "websockets_baseline_rate" not in tandem
+
+
+def test_baseline_rate_runs_the_peer_at_both_rates_without_the_p99_stop() -> None:
+    args = parse_args(
+        ["fanout", "--target", "tandem,websockets", "--rate", "150", "--baseline-rate", "50"]
+    )
+    runs = {r.label: r.plan for r in _runs(args, plan_from_args(args))}
+    assert runs["tandem"].rates == [150.0]
+    assert runs["websockets"].rates == [50.0, 150.0]
+    assert runs["websockets"].fixed_rates and not runs["tandem"].fixed_rates
