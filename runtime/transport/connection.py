@@ -1,6 +1,7 @@
 """One client WebSocket connection: framing, outbound queue, liveness, closing.
 
-The reader task is the connection: it feeds socket bytes to wsproto (sans-IO),
+The reader task is the connection: it feeds socket bytes to the sans-IO frame
+decoder (``runtime.protocol.websocket``; wsproto does only the HTTP upgrade),
 hands whole text messages to the dispatcher, and answers control frames.
 All writes go through one :class:`~runtime.transport.outbox.Outbox`. Actors
 see this object only through the :class:`actors.messages.Peer` methods,
@@ -16,23 +17,24 @@ from typing import Any
 import attrs
 import trio
 from wsproto import WSConnection
-from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    Pong,
-    Request,
-    TextMessage,
-)
-from wsproto.utilities import LocalProtocolError
+from wsproto.connection import ConnectionType
+from wsproto.events import AcceptConnection, Request
 
 from runtime import metrics
 from runtime.protocol import messages as wire_messages
 from runtime.protocol.codec import encode
 from runtime.protocol.errors import CloseCode, ErrorCode
 from runtime.protocol.frames import SharedFrame, text_frame
+from runtime.protocol.websocket import (
+    BinaryMessage,
+    Close,
+    Failure,
+    Ping,
+    ServerWebSocket,
+    State,
+    ping_frame,
+    pong_frame,
+)
 from runtime.security.permissions import Role
 from runtime.security.tokens import Identity
 from runtime.transport.outbox import Outbox
@@ -44,6 +46,10 @@ RECEIVE_CHUNK = 65536
 
 #: Bound once: counted on every message to every member.
 _MESSAGES_OUT = metrics.MESSAGES_OUT
+_MESSAGES_IN = metrics.MESSAGES_IN
+
+#: The server's keepalive ping; the same bytes for every connection.
+_PING = ping_frame(b"tandem")
 
 
 @attrs.frozen
@@ -59,10 +65,9 @@ class ClientConnection:
 
     # One per client: slots keep an idle connection small (docs/performance.md).
     __slots__ = (
+        "_handshake",
         "_on_text",
         "_outbox",
-        "_partial",
-        "_partial_bytes",
         "_reader_scope",
         "_ws",
         "address",
@@ -102,12 +107,13 @@ class ClientConnection:
         self.close_code: int | None = None
         self.last_seen = trio.current_time()
         self.opened_at = self.last_seen
-        self._ws: WSConnection | Connection = WSConnection(ConnectionType.SERVER)
+        # wsproto answers the HTTP upgrade; dropped once the 101 response is written.
+        self._handshake: WSConnection | None = WSConnection(ConnectionType.SERVER)
+        # Frames after the upgrade: our own decoder, lighter and faster than wsproto's.
+        self._ws = ServerWebSocket(limits.max_message_bytes)
         self._outbox: Outbox | None = None
         self._reader_scope = trio.CancelScope()
         self.messages_in = 0
-        self._partial: list[str] | None = None  # a fragmented message being reassembled
-        self._partial_bytes = 0
 
     # -- Peer ---------------------------------------------------------------------
 
@@ -139,9 +145,9 @@ class ClientConnection:
 
     def accept_upgrade(self, headers: list[tuple[bytes, bytes]], target: str) -> None:
         """Take the HTTP upgrade request; the caller may drop the headers afterwards."""
-        assert isinstance(self._ws, WSConnection)
-        self._ws.initiate_upgrade_connection(headers, target)
-        for event in self._ws.events():
+        assert self._handshake is not None
+        self._handshake.initiate_upgrade_connection(headers, target)
+        for event in self._handshake.events():
             assert isinstance(event, Request)
 
     async def run(
@@ -157,7 +163,8 @@ class ClientConnection:
         connection's sessions always hear that it left — also when the server
         is cancelling everything.
         """
-        assert isinstance(self._ws, WSConnection)
+        handshake = self._handshake
+        assert handshake is not None
         async with trio.open_nursery() as nursery:
             self._outbox = Outbox(
                 self.wire,
@@ -166,11 +173,12 @@ class ClientConnection:
                 on_overflow=self._slow_consumer,
                 on_broken=self._broken,
             )
-            self._outbox.write(self._ws.send(AcceptConnection()))
-            # Keep only the WebSocket protocol state: the finished HTTP handshake (an h11
-            # connection, the request and its headers) is ~3 KB per connection otherwise.
-            assert self._ws.connection is not None
-            self._ws = self._ws.connection
+            # No extensions are offered back, so frames carry no RSV bits.
+            self._outbox.write(handshake.send(AcceptConnection()))
+            # Keep only the frame state: the finished HTTP handshake (an h11 connection,
+            # the request and its headers, wsproto's Connection) is ~3 KB per connection.
+            self._handshake = None
+            del handshake  # this frame lives as long as the connection: let it go
             on_open(self)
             try:
                 with self._reader_scope:
@@ -200,64 +208,44 @@ class ClientConnection:
     async def _receive(self, data: bytes) -> None:
         self.last_seen = trio.current_time()
         metrics.BYTES_IN.inc(len(data))
-        self._ws.receive_data(data)
-        for event in self._ws.events():
-            if isinstance(event, TextMessage):
-                await self._text(event)
-            elif isinstance(event, BytesMessage):
-                if event.message_finished:
-                    self.send(
-                        wire_messages.error(
-                            ErrorCode.UNSUPPORTED_FRAME,
-                            "binary frames are not supported; send JSON text",
-                        )
-                    )
+        ws = self._ws
+        for event in ws.receive_data(data):
+            if isinstance(event, str):  # a whole text message, within max_message_bytes
+                self.messages_in += 1
+                _MESSAGES_IN.inc()
+                await self._on_text(self, event)
             elif isinstance(event, Ping):
-                self._write_control(self._ws.send(event.response()))
-            elif isinstance(event, CloseConnection):
+                if ws.state is State.OPEN:
+                    self._write_control(pong_frame(event.payload))
+            elif isinstance(event, BinaryMessage):
+                self.send(
+                    wire_messages.error(
+                        ErrorCode.UNSUPPORTED_FRAME,
+                        "binary frames are not supported; send JSON text",
+                    )
+                )
+            elif isinstance(event, Close):
                 self.close_code = event.code
-                if self._ws.state is ConnectionState.REMOTE_CLOSING:
-                    self._write_control(self._ws.send(event.response()))
-                elif self._ws.state is ConnectionState.OPEN:
-                    # wsproto reports broken framing as a CloseConnection of its own
-                    # (1002/1007) without sending it: say it to the client.
-                    self._write_control(self._ws.send(CloseConnection(event.code, event.reason)))
+                if ws.state is State.REMOTE_CLOSING:
+                    # Answer the client's close with its own code (and reason).
+                    self._write_control(ws.send_close(event.code, event.reason))
                 self.closed = True
                 return
-            elif isinstance(event, Pong):
-                pass
+            elif isinstance(event, Failure):
+                # Broken framing (1002), invalid UTF-8 (1007), or a message over
+                # max_message_bytes (1009, refused on its header): say so and end.
+                self.close(event.code, event.reason)
+                return
+            # A Pong needs nothing: any bytes in count as a sign of life (last_seen).
             if self.closed:
                 return
-
-    async def _text(self, event: TextMessage) -> None:
-        chunk = event.data
-        size = len(chunk) if chunk.isascii() else len(chunk.encode())
-        self._partial_bytes += size
-        if self._partial_bytes > self.limits.max_message_bytes:
-            self.close(
-                CloseCode.MESSAGE_TOO_BIG, f"message over {self.limits.max_message_bytes} bytes"
-            )
-            return
-        if not event.message_finished:
-            if self._partial is None:
-                self._partial = []
-            self._partial.append(chunk)
-            return
-        if self._partial is not None:
-            self._partial.append(chunk)
-            chunk = "".join(self._partial)
-            self._partial = None
-        self._partial_bytes = 0
-        self.messages_in += 1
-        metrics.MESSAGES_IN.inc()
-        await self._on_text(self, chunk)
 
     # -- closing ------------------------------------------------------------------
 
     def close(self, code: int, reason: str = "") -> None:
         """Send a close frame, stop reading new messages, and end within ``close_timeout``."""
-        if self._ws.state is ConnectionState.OPEN and self._outbox is not None:
-            self._outbox.write_final(self._ws.send(CloseConnection(code=code, reason=reason[:120])))
+        if self._ws.state is State.OPEN and self._outbox is not None:
+            self._outbox.write_final(self._ws.send_close(code, reason[:120]))
         if self.close_code is None:
             self.close_code = code
         self.closed = True
@@ -271,15 +259,12 @@ class ClientConnection:
         self._reader_scope.cancel()
 
     def ping(self) -> None:
-        if self._ws.state is ConnectionState.OPEN:
-            self._write_control(self._ws.send(Ping(payload=b"tandem")))
+        if self._ws.state is State.OPEN:
+            self._write_control(_PING)
 
     def _write_control(self, data: bytes) -> None:
         if self._outbox is not None:
-            try:
-                self._outbox.write(data)
-            except LocalProtocolError:  # pragma: no cover - state checked by callers
-                pass
+            self._outbox.write(data)
 
     def _slow_consumer(self) -> None:
         logger.info(
