@@ -1,6 +1,6 @@
 """Micro-benchmark: decoding client frames with wsproto vs runtime.protocol.websocket (not a test).
 
-    python -m tests.unit.websocket_decode_cost [--frames 100000] [--repeat 3]
+    python -m loadgen.decode_cost [--frames 100000] [--repeat 3]
 
 Encodes ``--frames`` masked ~150-byte text frames (a presence update) with
 wsproto's client, cuts the stream into 64 KB reads (the server's
