@@ -37,6 +37,7 @@ class CloseCode(enum.IntEnum):
     NORMAL = 1000  # the client asked to close
     GOING_AWAY = 1001  # the server is shutting down: reconnect (to another node)
     PROTOCOL_ERROR = 1002  # broken WebSocket framing
+    INVALID_DATA = 1007  # a text message (or close reason) that is not valid UTF-8
     MESSAGE_TOO_BIG = 1009  # a frame over the size limit
     INTERNAL_ERROR = 1011  # unexpected server failure: reconnect with backoff
     SLOW_CONSUMER = 4000  # the outbound queue passed its bound: reconnect and resume
@@ -53,6 +54,7 @@ RECONNECT: dict[int, bool] = {
     CloseCode.NORMAL: False,
     CloseCode.GOING_AWAY: True,
     CloseCode.PROTOCOL_ERROR: False,
+    CloseCode.INVALID_DATA: False,
     CloseCode.MESSAGE_TOO_BIG: True,
     CloseCode.INTERNAL_ERROR: True,
     CloseCode.SLOW_CONSUMER: True,

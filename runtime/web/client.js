@@ -31,7 +31,7 @@ export const PROTOCOL = 1;
 
 /** Close codes and whether to reconnect after them (runtime/protocol/errors.py RECONNECT). */
 export const RECONNECT = Object.freeze({
-  1000: false, 1001: true, 1002: false, 1009: true, 1011: true,
+  1000: false, 1001: true, 1002: false, 1007: false, 1009: true, 1011: true,
   4000: true, 4001: true, 4002: true,
   4400: false, 4401: false, 4402: false, 4403: false,
 });

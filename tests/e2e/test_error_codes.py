@@ -370,6 +370,13 @@ async def _broken_framing(server: TestServer) -> int | None:
     return await client.close_code()
 
 
+async def _invalid_utf8(server: TestServer) -> int | None:
+    client = await RawClient(server).open()
+    # A masked text frame (zero mask: payload as is) whose bytes are not UTF-8.
+    await client.stream.send_all(b"\x81\x82\x00\x00\x00\x00\xc3\x28")
+    return await client.close_code()
+
+
 async def _handler_bug(server: TestServer) -> int | None:
     from runtime.dispatcher import Route
     from runtime.protocol.messages import Ping
@@ -406,6 +413,7 @@ CLOSE_PRODUCERS: dict[CloseCode, CloseCase] = {
     CloseCode.TOKEN_EXPIRED: (_expired_token_in_url, lambda: open_test_server(**PRODUCTION)),
     CloseCode.TOKEN_INVALID: (_garbage_token_in_url, lambda: open_test_server(**PRODUCTION)),
     CloseCode.PROTOCOL_ERROR: (_broken_framing, open_test_server),
+    CloseCode.INVALID_DATA: (_invalid_utf8, open_test_server),
     CloseCode.INTERNAL_ERROR: (_handler_bug, open_test_server),
     CloseCode.AUTH_TIMEOUT: (
         _no_auth_in_time,
