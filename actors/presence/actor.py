@@ -16,8 +16,8 @@ from typing import Any
 import attrs
 import trio
 
-from actors.messages import PresenceChanged, PresenceMessage, SetPresence, Track, Untrack
-from actors.presence.state import Changes, PresenceState
+from actors.messages import PresenceChanged, PresenceMessage, SetPresence, Track
+from actors.presence.state import Changes, PresenceState, coalesce
 from runtime import metrics
 from runtime.mailbox import CoalescingMailbox
 from runtime.observability.logs import bind_actor
@@ -81,36 +81,17 @@ class PresenceActor:
                 await trio.sleep(wait)
 
     def _apply(self, batch: list[tuple[str, PresenceMessage]], now: float) -> Changes:
-        joined: dict[str, None] = {}
-        left: dict[str, None] = {}
-        updated: dict[str, None] = {}
-        for conn_id, message in batch:
-            if isinstance(message, Track):
-                changes = self._state.track(
-                    conn_id, message.user_id, message.name, message.state, now
-                )
-            elif isinstance(message, SetPresence):
-                changes = self._state.update(conn_id, message.state, now)
-                if message.at is not None:  # posted until applied (coalescing included)
-                    metrics.PRESENCE.observe(now - message.at)
-            elif isinstance(message, Untrack):
-                changes = self._state.untrack(conn_id)
-            for user_id in changes.joined:
-                if user_id in left:  # left and came back within one batch
-                    del left[user_id]
-                    updated[user_id] = None
-                else:
-                    joined[user_id] = None
-            for user_id in changes.left:
-                updated.pop(user_id, None)
-                if user_id in joined:  # came and went within one batch: nobody saw it
-                    del joined[user_id]
-                else:
-                    left[user_id] = None
-            for user_id in changes.updated:
-                if user_id not in joined:
-                    updated[user_id] = None
-        return Changes(joined=list(joined), left=list(left), updated=list(updated))
+        return coalesce(self._step(conn_id, message, now) for conn_id, message in batch)
+
+    def _step(self, conn_id: str, message: PresenceMessage, now: float) -> Changes:
+        if isinstance(message, Track):
+            return self._state.track(conn_id, message.user_id, message.name, message.state, now)
+        if isinstance(message, SetPresence):
+            changes = self._state.update(conn_id, message.state, now)
+            if message.at is not None:  # posted until applied (coalescing included)
+                metrics.PRESENCE.observe(now - message.at)
+            return changes
+        return self._state.untrack(conn_id)
 
     async def _send(self, changes: Changes) -> None:
         if not changes:

@@ -9,6 +9,7 @@ returns the changes it caused, which the actor broadcasts.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -36,10 +37,40 @@ class _User:
 class Changes:
     joined: list[str] = attrs.field(factory=list)  # user ids that became present
     left: list[str] = attrs.field(factory=list)  # user ids that are gone
-    updated: list[str] = attrs.field(factory=list)  # user ids whose state or status changed
+    # user ids whose state, status, connection count or name changed
+    updated: list[str] = attrs.field(factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.joined or self.left or self.updated)
+
+
+def coalesce(steps: Iterable[Changes]) -> Changes:
+    """The changes of several operations, in order, as one broadcast.
+
+    What members must be told is the net effect: a user who came and went
+    unseen is nobody's business; a user who left and came back is, to members
+    who never saw the leave, still the same participant, merely changed.
+    """
+    joined: dict[str, None] = {}  # dicts: ordered sets
+    left: dict[str, None] = {}
+    updated: dict[str, None] = {}
+    for changes in steps:
+        for user_id in changes.joined:
+            if user_id in left:  # left and came back within one batch
+                del left[user_id]
+                updated[user_id] = None
+            else:
+                joined[user_id] = None
+        for user_id in changes.left:
+            updated.pop(user_id, None)
+            if user_id in joined:  # came and went within one batch: nobody saw it
+                del joined[user_id]
+            else:
+                left[user_id] = None
+        for user_id in changes.updated:
+            if user_id not in joined:  # a joiner's record is sent whole anyway
+                updated[user_id] = None
+    return Changes(joined=list(joined), left=list(left), updated=list(updated))
 
 
 @attrs.define
@@ -61,13 +92,12 @@ class PresenceState:
             return Changes(joined=[user_id])
         user.connections.append(conn_id)
         user.name = name
-        was_away = user.away
         user.away = False
         user.active_at = now
         if state is not None:
             user.state = state
-            return Changes(updated=[user_id])
-        return Changes(updated=[user_id] if was_away else [])
+        # Always a change: the connection count went up (and the status may be active again).
+        return Changes(updated=[user_id])
 
     def update(self, conn_id: str, state: JSON, now: float) -> Changes:
         """A connection's new state becomes its user's state (last writer wins)."""
@@ -94,10 +124,9 @@ class PresenceState:
             return Changes(left=[conn.user_id])
         # Fall back to the freshest remaining connection's state.
         freshest = max((self._conns[c] for c in user.connections), key=lambda c: c.updated_at)
-        if freshest.state != user.state:
-            user.state = freshest.state
-            return Changes(updated=[conn.user_id])
-        return Changes()
+        user.state = freshest.state
+        # Always a change: the connection count went down (members show it).
+        return Changes(updated=[conn.user_id])
 
     def mark_away(self, now: float) -> Changes:
         """Users with no activity for ``away_after`` seconds become away."""
