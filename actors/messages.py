@@ -92,7 +92,11 @@ class AppendEvent:
 
 @attrs.frozen
 class PresenceChanged:
-    """From the session's presence actor: what changed, as participant entries."""
+    """From the session's presence actor: what changed, as whole participant records.
+
+    Whole records because this never leaves the process; the session actor
+    diffs ``updated`` against its roster and sends members only what changed.
+    """
 
     joined: list[JSON]
     left: list[str]

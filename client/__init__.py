@@ -14,6 +14,7 @@ from client.backoff import Backoff
 from client.comments import CommentsMixin
 from client.connection import JoinedSession, TandemClient, open_tandem_client
 from client.errors import ConnectionEnded, Disconnected, TandemError
+from client.presence import Participants, merge_change
 from client.transport import Message, open_websocket
 
 __all__ = [
@@ -23,8 +24,10 @@ __all__ = [
     "Disconnected",
     "JoinedSession",
     "Message",
+    "Participants",
     "TandemClient",
     "TandemError",
+    "merge_change",
     "open_tandem_client",
     "open_websocket",
 ]

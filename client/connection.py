@@ -40,6 +40,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection
 from client.backoff import Backoff
 from client.comments import CommentsMixin
 from client.errors import ConnectionEnded, Disconnected, TandemError
+from client.presence import Participants, Record
 from client.transport import (
     Message,
     decode_frame,
@@ -86,6 +87,8 @@ class JoinedSession:
 class _Session:
     last_seq: int
     leaving: bool = False
+    # Kept by the reader: `presence` messages carry only what changed, so someone must merge.
+    participants: Participants = attrs.field(factory=Participants)
 
 
 class _Pending:
@@ -178,6 +181,19 @@ class TandemClient(CommentsMixin):
         """The seq of the last event queued for delivery in ``session_id`` (None if not in it)."""
         state = self._sessions.get(session_id)
         return state.last_seq if state is not None else None
+
+    def participants(self, session_id: str) -> dict[str, Record] | None:
+        """Who is present in a session, ``{userId: participant}`` (None if not in it).
+
+        Whole records (``userId``, ``name``, ``state``, ``status``,
+        ``connections``): the ``session:joined`` snapshot with every
+        ``participant:*`` and ``presence`` message read since merged in, so an
+        application need not merge the lean ``presence`` entries itself. It is
+        as of the last message read from the socket, which may be ahead of
+        what :meth:`messages` has yielded so far.
+        """
+        state = self._sessions.get(session_id)
+        return state.participants.records() if state is not None else None
 
     async def join(self, session_id: str, since: int | None = None) -> JoinedSession:
         """Join a session; with ``since``, the server replays every event after it.
@@ -533,6 +549,8 @@ class TandemClient(CommentsMixin):
             # else a rejoin (or the late answer to one that was superseded): what was
             # delivered stays delivered. Going back to its `since` would deliver the
             # replay of events already delivered a second time.
+            # The snapshot is what later presence changes are relative to, rejoin or not.
+            self._sessions[session_id].participants.reset(msg["participants"])
             if pending is not None:
                 pending.resolve(msg)
             await self._deliver(msg)
@@ -556,6 +574,8 @@ class TandemClient(CommentsMixin):
                     state.last_seq = seq
             elif kind == "session:reset":
                 state.last_seq = int(msg["seq"])
+            else:
+                state.participants.apply(msg)
             await self._deliver(msg)
         elif pending is not None:  # the reply to a request, e.g. ``thread:create:ok``
             pending.resolve(msg)

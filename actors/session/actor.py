@@ -34,6 +34,7 @@ from actors.messages import (
     Track,
     Untrack,
 )
+from actors.presence.roster import Roster
 from actors.session.state import RetainedEvent, SessionLog
 from runtime import metrics
 from runtime.actor import BatchPolicy, run_batch_loop
@@ -89,7 +90,8 @@ class SessionActor:
         self._log = SessionLog(session_id, memory_limit=config.memory_retention)
         self._members: dict[str, Peer] = {}
         self._local: dict[str, Peer] = {}  # members this node writes to (not remote ones)
-        self._participants: dict[str, Any] = {}  # mirror of presence, for `session:joined`
+        # Presence as members know it: the `session:joined` snapshot, the base of changes.
+        self._roster = Roster()
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -157,7 +159,7 @@ class SessionActor:
                 self._presence(message, pending)
             elif isinstance(message, GetParticipants):
                 try:
-                    message.reply.send_nowait(list(self._participants.values()))
+                    message.reply.send_nowait(self._roster.records())
                 except (trio.WouldBlock, trio.BrokenResourceError):
                     pass  # the asker gave up
         await self._flush(pending)
@@ -229,8 +231,8 @@ class SessionActor:
             wire.joined(
                 self.session_id,
                 self._log.seq,
-                list(self._participants.values()),
-                {uid: p["state"] for uid, p in self._participants.items()},
+                self._roster.records(),
+                self._roster.states(),
                 message.ref,
             )
         )
@@ -264,16 +266,8 @@ class SessionActor:
             message.peer.send(wire.left(self.session_id, message.ref))
 
     def _presence(self, message: PresenceChanged, pending: _Pending) -> None:
-        for participant in message.joined:
-            self._participants[participant["userId"]] = participant
-            pending.add(encode(wire.participant_joined(self.session_id, participant)))
-        for user_id in message.left:
-            self._participants.pop(user_id, None)
-            pending.add(encode(wire.participant_left(self.session_id, user_id)))
-        if message.updated:
-            for participant in message.updated:
-                self._participants[participant["userId"]] = participant
-            pending.add(encode(wire.presence(self.session_id, message.updated)))
+        for out in self._roster.broadcast(self.session_id, message):
+            pending.add(encode(out))
 
     async def _flush(self, pending: _Pending) -> None:
         if pending.to_store:

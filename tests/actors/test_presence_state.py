@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.presence.state import PresenceState
+from actors.messages import PresenceChanged
+from actors.presence.roster import Roster
+from actors.presence.state import Changes, PresenceState, coalesce
+from client.presence import Participants
 
 
 def test_two_tabs_of_one_user_are_one_participant() -> None:
@@ -86,3 +92,205 @@ def test_participants_are_exactly_the_users_with_live_connections(
         assert sorted(p["userId"] for p in state.participants()) == users  # no ghosts, no dupes
         assert sorted(u for u, n in joined_minus_left.items() if n) == users
         assert all(n in (0, 1) for n in joined_minus_left.values())
+
+
+# --- what members are told: lean change entries ----------------------------------------
+#
+# The presence actor coalesces a flush's changes (``coalesce``) and reports whole records;
+# the session actor's ``Roster`` turns them into messages with only what changed. This
+# harness is those two steps without the actors, so the tests below drive exactly the
+# code that builds ``participant:*`` and ``presence`` messages.
+
+
+class Broadcasts:
+    def __init__(self, away_after: float = 60.0) -> None:
+        self.state = PresenceState(away_after=away_after)
+        self.roster = Roster()
+        self._steps: list[Changes] = []
+
+    def track(self, conn: str, user: str, name: str, state: object, now: float) -> None:
+        self._steps.append(self.state.track(conn, user, name, state, now))
+
+    def update(self, conn: str, state: object, now: float) -> None:
+        self._steps.append(self.state.update(conn, state, now))
+
+    def untrack(self, conn: str) -> None:
+        self._steps.append(self.state.untrack(conn))
+
+    def mark_away(self, now: float) -> None:
+        self._steps.append(self.state.mark_away(now))
+
+    def flush(self) -> list[dict[str, Any]]:
+        """One broadcast: the messages every member gets (as PresenceActor._send builds them)."""
+        changes, self._steps = coalesce(self._steps), []
+        if not changes:
+            return []
+        record = self.state.participant
+        report = PresenceChanged(
+            joined=[record(u) for u in changes.joined],
+            left=list(changes.left),
+            updated=[record(u) for u in changes.updated],
+        )
+        return self.roster.broadcast("s", report)
+
+    def entries(self) -> list[dict[str, Any]]:
+        """The change entries of the next flush (and nothing else was sent)."""
+        messages = self.flush()
+        assert [m["type"] for m in messages] in ([], ["presence"])
+        return [c for m in messages for c in m["changes"]]
+
+
+def test_a_state_only_update_sends_user_id_and_state() -> None:
+    b = Broadcasts()
+    b.track("c1", "ann", "Ann", None, now=0)
+    assert [m["type"] for m in b.flush()] == ["participant:joined"]
+    b.update("c1", {"cursor": 1}, now=1)
+    assert b.entries() == [{"userId": "ann", "state": {"cursor": 1}}]
+
+
+def test_an_equal_state_sent_again_is_still_a_change() -> None:
+    # As before lean entries: every presence:update reaches members (apps may count on it).
+    b = Broadcasts()
+    b.track("c1", "ann", "Ann", None, now=0)
+    b.flush()
+    b.update("c1", {"cursor": 1}, now=1)
+    b.flush()
+    b.update("c1", {"cursor": 1}, now=2)
+    assert b.entries() == [{"userId": "ann", "state": {"cursor": 1}}]
+
+
+def test_a_state_python_calls_equal_but_the_wire_does_not_is_sent() -> None:
+    b = Broadcasts()
+    b.track("c1", "ann", "Ann", {"cursor": 1}, now=0)
+    b.flush()
+    b.update("c1", {"cursor": True}, now=1)  # == {"cursor": 1} in Python
+    assert b.entries() == [{"userId": "ann", "state": {"cursor": True}}]
+    assert b.entries() == []  # nothing new: nothing sent
+
+
+def test_coming_back_from_away_with_a_new_state_sends_state_and_status() -> None:
+    b = Broadcasts(away_after=60)
+    b.track("c1", "ann", "Ann", None, now=0)
+    b.flush()
+    b.mark_away(now=60)
+    assert b.entries() == [{"userId": "ann", "status": "away"}]
+    b.update("c1", {"cursor": 2}, now=61)
+    assert b.entries() == [{"userId": "ann", "state": {"cursor": 2}, "status": "active"}]
+
+
+def test_a_second_tab_sends_the_connection_count() -> None:
+    b = Broadcasts()
+    b.track("c1", "ann", "Ann", {"cursor": 1}, now=0)
+    b.flush()
+    b.track("c2", "ann", "Ann", None, now=1)
+    assert b.entries() == [{"userId": "ann", "connections": 2}]
+    b.untrack("c2")  # its own state was None, but c1's cursor is the newer one
+    assert b.entries() == [{"userId": "ann", "connections": 1}]
+
+
+def test_closing_the_tab_with_the_newest_state_falls_back_to_the_other_tab() -> None:
+    b = Broadcasts()
+    b.track("c1", "ann", "Ann", None, now=0)
+    b.track("c2", "ann", "Ann", None, now=0)
+    b.update("c1", {"cursor": 1}, now=1)
+    b.update("c2", {"cursor": 2}, now=2)
+    b.flush()
+    b.untrack("c2")
+    assert b.entries() == [{"userId": "ann", "state": {"cursor": 1}, "connections": 1}]
+
+
+def test_leaving_and_coming_back_within_a_flush_is_a_change_not_a_leave() -> None:
+    b = Broadcasts()
+    b.track("c1", "ann", "Ann", None, now=0)
+    b.update("c1", {"cursor": 1}, now=1)
+    b.flush()
+    b.untrack("c1")  # a reconnect: the old connection goes, a new one comes
+    b.track("c2", "ann", "Ann Lee", None, now=2)
+    # Members never saw her leave: they are told what differs from what they hold.
+    assert b.entries() == [{"userId": "ann", "name": "Ann Lee", "state": None}]
+
+
+def test_changes_within_one_flush_are_one_entry_with_the_current_values() -> None:
+    b = Broadcasts(away_after=60)
+    b.track("c1", "ann", "Ann", None, now=0)
+    b.flush()
+    b.mark_away(now=60)
+    b.update("c1", {"cursor": 1}, now=61)
+    b.track("c2", "ann", "Ann", None, now=62)
+    b.update("c1", {"cursor": 3}, now=63)
+    # Away and active again within the flush: members still see her active; not sent.
+    assert b.entries() == [{"userId": "ann", "state": {"cursor": 3}, "connections": 2}]
+
+
+def test_joiners_get_whole_records_and_so_does_a_user_the_roster_lacks() -> None:
+    b = Broadcasts()
+    b.track("c1", "ann", "Ann", None, now=0)
+    (joined,) = b.flush()
+    assert joined["participant"] == {
+        "userId": "ann",
+        "name": "Ann",
+        "state": None,
+        "status": "active",
+        "connections": 1,
+    }
+    b.roster = Roster()  # a restarted session actor: its members rejoin to an empty roster
+    b.update("c1", {"cursor": 1}, now=1)
+    assert b.entries() == [b.state.participant("ann")]
+
+
+# The key property: a member that starts from any ``session:joined`` snapshot and merges
+# every message after it holds exactly the server's records.
+
+STATES = [None, {"cursor": 1}, {"cursor": True}, {"cursor": 1.0}, {"note": "x"}]
+presence_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["track", "update", "update", "untrack", "mark_away", "flush", "join"]),
+        st.integers(0, 4),  # connection
+        st.integers(0, 2),  # user of that connection (and which name)
+        st.integers(0, len(STATES) - 1),  # state
+        st.sampled_from([0.0, 1.0, 30.0]),  # time passing
+    ),
+    max_size=80,
+)
+
+
+def wire_view(records: Any) -> bytes:
+    # As a member would see it: ``1`` and ``true`` and ``1.0`` differ on the wire.
+    return orjson.dumps(records, option=orjson.OPT_SORT_KEYS)
+
+
+@given(presence_ops)
+@settings(max_examples=300)
+def test_members_merging_lean_changes_hold_the_servers_records(
+    script: list[tuple[str, int, int, int, float]],
+) -> None:
+    b = Broadcasts(away_after=60)
+    members = [Participants(b.roster.records())]
+    owner: dict[str, int] = {}  # conn -> user, while tracked
+    now = 0.0
+    for op, conn_n, user_n, state_n, dt in script:
+        now += dt
+        conn = f"c{conn_n}"
+        if op == "track":
+            user = owner.setdefault(conn, user_n)  # a connection is one user's
+            b.track(conn, f"u{user}", f"User {user}" + " (b)" * (user_n % 2), STATES[state_n], now)
+        elif op == "update":
+            b.update(conn, STATES[state_n], now)
+        elif op == "untrack":
+            b.untrack(conn)
+            owner.pop(conn, None)
+        elif op == "mark_away":
+            b.mark_away(now)
+        elif op == "flush":
+            for message in b.flush():
+                for member in members:
+                    member.apply(message)
+        else:  # a member joins between two broadcasts, as the session actor orders it
+            members.append(Participants(b.roster.records()))
+    for message in b.flush():
+        for member in members:
+            member.apply(message)
+    server = {p["userId"]: p for p in b.state.participants()}
+    for member in members:
+        assert wire_view(member.records()) == wire_view(server)
+    assert wire_view({r["userId"]: r for r in b.roster.records()}) == wire_view(server)
