@@ -21,7 +21,11 @@
 // * an unsolicited `session:left` with a reason (the session actor restarted)
 //   rejoins on its own; "revoked" and "deleted" end the session instead;
 // * the last presence state of each session is sent again after a rejoin, so
-//   other members see this user as they saw it before the drop.
+//   other members see this user as they saw it before the drop;
+// * `presence` messages carry only what changed (`userId` plus the changed
+//   fields); the client merges them into the `session:joined` snapshot, and
+//   `participants(sessionId)` gives the whole records (`mergeParticipant`
+//   does the same merge for an application that keeps its own).
 // Liveness: browsers answer the server's WebSocket pings, but a page cannot
 // see them; so when nothing arrived for one heartbeat the client sends a
 // `ping`, and after three heartbeats of silence it drops the socket and
@@ -89,6 +93,15 @@ export class ConnectionEnded extends Error {
   }
 }
 
+/**
+ * Merge a `presence` change entry into the participant record held for that user
+ * (docs/protocol.md, `presence`): fields present replace, absent fields keep their
+ * value, and `state: null` is a value ("no state"). Returns a new object.
+ */
+export function mergeParticipant(record, change) {
+  return { ...(record ?? {}), ...change };
+}
+
 const RETRYABLE = new Set(["overloaded", "internal", "rate_limited"]);
 const SESSION_SCOPED = new Set([
   "event", "session:reset", "participant:joined", "participant:left", "presence",
@@ -115,7 +128,8 @@ export class TandemClient {
     this._handlers = new Map();
     this._refs = 1;
     this._pending = new Map(); // ref -> {kind, sessionId, since, resolve, reject, sentAt}
-    this._sessions = new Map(); // sessionId -> {lastSeq, leaving, presence}
+    // sessionId -> {lastSeq, leaving, presence, joined, participants: Map userId -> record}
+    this._sessions = new Map();
     this._ws = null;
     this._open = false;
     this._waiters = []; // {resolve, reject} waiting for an open connection
@@ -186,6 +200,17 @@ export class TandemClient {
 
   /** The seq of the last event delivered in a session (null if not in it). */
   lastSeq(sessionId) { return this._sessions.get(sessionId)?.lastSeq ?? null; }
+
+  /**
+   * Who is present in a session: a Map userId -> whole participant record
+   * ({userId, name, state, status, connections}), the `session:joined` snapshot
+   * with every `participant:*` and `presence` message since merged in (null if
+   * not in the session). Up to date when the listeners of a message run.
+   */
+  participants(sessionId) {
+    const records = this._sessions.get(sessionId)?.participants;
+    return records ? new Map([...records].map(([id, p]) => [id, { ...p }])) : null;
+  }
 
   /**
    * Connect; resolves on `welcome`. Transient failures are retried with
@@ -543,12 +568,14 @@ export class TandemClient {
       let state = this._sessions.get(sessionId);
       const lastSeq = since !== null && since !== undefined ? since : msg.seq;
       if (!state) {
-        state = { lastSeq, leaving: false, presence: null, joined: true };
+        state = { lastSeq, leaving: false, presence: null, joined: true, participants: null };
         this._sessions.set(sessionId, state);
       } else {
         state.lastSeq = lastSeq;
         state.joined = true;
       }
+      // The snapshot is what later presence changes are relative to, rejoin or not.
+      state.participants = new Map((msg.participants ?? []).map((p) => [p.userId, { ...p }]));
       if (pending) pending.resolve(msg);
       this._deliver(msg);
       if (state.presence !== null) {
@@ -571,6 +598,8 @@ export class TandemClient {
         }
       } else if (kind === "session:reset") {
         state.lastSeq = msg.seq;
+      } else {
+        this._participantsChanged(state, msg);
       }
       this._deliver(msg);
     } else if (pending) {
@@ -578,6 +607,20 @@ export class TandemClient {
       this._deliver(msg);
     } else {
       this._deliver(msg);
+    }
+  }
+
+  _participantsChanged(state, msg) {
+    const records = state.participants;
+    if (!records) return;
+    if (msg.type === "participant:joined") {
+      records.set(msg.participant.userId, { ...msg.participant });
+    } else if (msg.type === "participant:left") {
+      records.delete(msg.userId);
+    } else if (msg.type === "presence") {
+      for (const change of msg.changes ?? []) {
+        records.set(change.userId, mergeParticipant(records.get(change.userId), change));
+      }
     }
   }
 

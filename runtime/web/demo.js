@@ -6,7 +6,7 @@
 // Cursors and status travel as presence state; notes are durable events
 // (`note:add`, `note:remove`) replayed from seq 0 on join and resumed with `since`.
 
-import { ConnectionEnded, TandemClient } from "/client.js";
+import { ConnectionEnded, TandemClient, mergeParticipant } from "/client.js";
 
 const $ = (id) => document.getElementById(id);
 const COLORS = ["yellow", "pink", "blue", "green", "violet"];
@@ -144,9 +144,12 @@ function renderPeople() {
   ui.peopleCount.textContent = String(list.length);
 }
 
+// `p` is a whole record (session:joined, participant:joined) or a presence change
+// entry, which carries only what changed (often just the state): merge, never replace.
 function setParticipant(p) {
-  state.participants.set(p.userId, p);
-  renderCursor(p);
+  const merged = mergeParticipant(state.participants.get(p.userId), p);
+  state.participants.set(p.userId, merged);
+  renderCursor(merged);
 }
 
 function removeParticipant(userId) {

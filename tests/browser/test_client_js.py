@@ -3,7 +3,8 @@
 Drives ``TandemClient`` through ``page.evaluate``: ordering and de-duplication
 by seq, ephemeral events that do not move the last seq, the transparent rejoin
 after a session actor restart (``session:left`` with a reason), resume with
-``since`` after a server-side drop, backoff with full jitter and the close-code
+``since`` after a server-side drop, lean presence changes merged into whole
+participant records, backoff with full jitter and the close-code
 policy of docs/protocol.md section 12.
 """
 
@@ -123,6 +124,35 @@ def test_client_orders_dedupes_and_resumes(
     assert tab.page.evaluate("window.t.b.reconnects") >= 1
     assert "reconnecting" in tab.page.evaluate("window.t.states")
     assert tab.page.evaluate("window.t.b.state") == "open"
+
+    # Presence: b's cursor moves arrive as lean entries (userId and state only) and
+    # the client merges them into whole records: a's view keeps b's name.
+    presence = tab.page.evaluate(
+        """async () => {
+          const { a, b } = window.t;
+          const entries = [];
+          a.on("presence", (m) => entries.push(...m.changes.filter((c) => c.userId === b.userId)));
+          for (let x = 1; x <= 3; x++) {
+            b.updatePresence("lib-1", { cursor: { x } });
+            await new Promise((r) => setTimeout(r, 60));
+          }
+          const deadline = performance.now() + 10000;
+          while (a.participants("lib-1").get(b.userId)?.state?.cursor?.x !== 3
+                 && performance.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 20));
+          }
+          return [entries, a.participants("lib-1").get(b.userId), b.userId, b.name];
+        }"""
+    )
+    entries, record, b_now, b_name = presence  # a guest is a new user after each reconnect
+    assert entries and all(sorted(e) == ["state", "userId"] for e in entries), entries
+    assert record == {
+        "userId": b_now,
+        "name": b_name,
+        "state": {"cursor": {"x": 3}},
+        "status": "active",
+        "connections": 1,
+    }
 
     # Leaving: no more rejoins, no more delivery.
     tab.page.evaluate('window.t.b.leave("lib-1")')

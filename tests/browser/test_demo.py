@@ -103,6 +103,8 @@ def test_two_users_share_a_live_board(server: ServerThread, tabs: Callable[[str]
     expect(bob_cursor).to_have_attribute("data-x", "300", timeout=TIMEOUT_MS)
     expect(bob_cursor).to_have_attribute("data-y", "200")
     expect(bob_cursor).to_contain_text("Bob")
+    # The move reached Ann as a state-only change: she still knows Bob by name.
+    expect(ann.page.locator(f'#people .person[data-user="{bob_id}"] .nm')).to_have_text("Bob")
     move(ann, 640, 420)
     ann_cursor = bob.page.locator(f'.cursor[data-user="{ann_id}"]')
     expect(ann_cursor).to_have_attribute("data-x", "640", timeout=TIMEOUT_MS)
