@@ -8,6 +8,8 @@ import time
 import orjson
 
 from loadgen.wsclient import Stats, WsConnection
+from runtime.protocol import messages as wire
+from runtime.protocol.codec import encode
 
 
 class FakeTransport(asyncio.Transport):
@@ -89,6 +91,19 @@ def test_presence_echoed_to_its_sender_is_not_counted() -> None:
     changes = b'{"type":"presence","changes":[{"state":{"pt":5,"pc":7}},{"state":{"pt":5,"pc":8}}]}'
     conn.data_received(server_frame(changes))
     assert (stats.presence, stats.self_echoes) == (1, 1)
+
+
+def test_lean_presence_entries_as_the_server_encodes_them_are_counted() -> None:
+    conn, stats, _, _ = make_conn()
+    conn.data_received(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+    conn.data_received(server_frame(b'{"type":"session:joined"}'))
+    changes = [
+        {"userId": "user-1", "state": {"pt": 5, "pc": 8, "pad": "x" * 40}},  # a cursor move
+        {"userId": "user-2", "status": "away"},  # no state: nothing to count
+    ]
+    conn.data_received(server_frame(encode(wire.presence("s", changes))))
+    assert stats.presence == 1
+    assert conn.presence_seen == {b"8": 5}
 
 
 def test_a_non_observer_answers_pings_but_counts_nothing() -> None:
