@@ -191,6 +191,7 @@ def participant_left(session_id: str, user_id: str) -> dict[str, JSON]:
 
 
 def presence(session_id: str, changes: list[JSON]) -> dict[str, JSON]:
+    """``changes``: ``userId`` and only the fields that changed (actors/presence/roster.py)."""
     return {"type": "presence", "sessionId": session_id, "changes": changes}
 
 
