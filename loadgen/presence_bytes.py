@@ -5,7 +5,7 @@ sends ~200 changed users per 20 ms flush) with the loadgen's state shape, encode
 the server's codec as the session actor does. "before" is the message as it was (whole
 participant records), "after" what the Roster sends now.
 
-    python bench/scripts/presence_change_bytes.py
+    python -m loadgen.presence_bytes
 """
 
 from __future__ import annotations
