@@ -139,7 +139,10 @@ class SetPresence:
     at: float | None = attrs.field(default=None, eq=False)  # trio time posted, for metrics
 
 
-PresenceMessage = Track | Untrack | SetPresence
+#: Mailbox key of the presence actor's fault injection (never a connection id).
+FAIL_KEY = "\x00fail"
+
+PresenceMessage = Track | Untrack | SetPresence | Fail
 
 
 def merge_presence(old: PresenceMessage, new: PresenceMessage) -> PresenceMessage | None:

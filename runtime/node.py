@@ -23,6 +23,7 @@ import attrs
 import trio
 
 from actors.messages import (
+    FAIL_KEY,
     AppendEvent,
     GetParticipants,
     LeaveSession,
@@ -263,6 +264,15 @@ class TandemNode:
     async def inject_failure(self, key: str, reason: str = "injected failure") -> bool:
         """Fault injection: make the live actor ``key`` crash. False if not live."""
         kind_name, _, actor_id = key.partition(":")
+        if kind_name == "presence":
+            presence = self.registry.lookup(self.presence_kind, actor_id)
+            if presence is None:
+                return False
+            try:
+                presence.post(FAIL_KEY, Fail(reason))
+            except MailboxClosed:
+                return False  # passivating
+            return True
         if kind_name != "session":
             return False
         mailbox = self.registry.lookup(self.session_kind, actor_id)

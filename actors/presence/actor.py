@@ -19,6 +19,7 @@ import trio
 from actors.messages import PresenceChanged, PresenceMessage, SetPresence, Track
 from actors.presence.state import Changes, PresenceState, coalesce
 from runtime import metrics
+from runtime.actor import Fail, InjectedFailure
 from runtime.mailbox import CoalescingMailbox
 from runtime.observability.logs import bind_actor
 
@@ -81,6 +82,12 @@ class PresenceActor:
                 await trio.sleep(wait)
 
     def _apply(self, batch: list[tuple[str, PresenceMessage]], now: float) -> Changes:
+        for i, (_, message) in enumerate(batch):
+            if isinstance(message, Fail):
+                # As in a session: what was queued besides the Fail waits for the successor.
+                for conn_id, other in batch[:i] + batch[i + 1 :]:
+                    self._mailbox.post(conn_id, other)
+                raise InjectedFailure(message.reason)
         return coalesce(self._step(conn_id, message, now) for conn_id, message in batch)
 
     def _step(self, conn_id: str, message: PresenceMessage, now: float) -> Changes:
@@ -91,6 +98,7 @@ class PresenceActor:
             if message.at is not None:  # posted until applied (coalescing included)
                 metrics.PRESENCE.observe(now - message.at)
             return changes
+        assert not isinstance(message, Fail)  # handled for the whole batch in _apply
         return self._state.untrack(conn_id)
 
     async def _send(self, changes: Changes) -> None:
