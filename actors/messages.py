@@ -113,8 +113,38 @@ class GetParticipants:
     reply: trio.MemorySendChannel[list[JSON] | Exception]
 
 
+@attrs.frozen
+class PresenceSnapshot:
+    """From the presence actor after a :class:`Sync`: every present user, as whole records.
+
+    The session actor reconciles its roster with it: members are told who
+    left (users they hold that are not here), who joined, and what changed.
+    """
+
+    participants: list[JSON]
+
+
+@attrs.frozen
+class PresenceRestarted:
+    """The session's presence actor was restarted after a crash, and so knows nobody.
+
+    Sent by the registry before the fresh actor runs; the session actor answers
+    with a :class:`Sync` of its members. A first spawn sends nothing: the
+    session's own ``Track`` is what spawns it.
+    """
+
+
+PresenceToSession = PresenceChanged | PresenceSnapshot | PresenceRestarted
+
 SessionMessage = (
-    JoinSession | LeaveSession | PublishEvent | PresenceChanged | GetParticipants | Fail
+    JoinSession
+    | LeaveSession
+    | PublishEvent
+    | PresenceChanged
+    | PresenceSnapshot
+    | PresenceRestarted
+    | GetParticipants
+    | Fail
 )
 
 
@@ -139,10 +169,25 @@ class SetPresence:
     at: float | None = attrs.field(default=None, eq=False)  # trio time posted, for metrics
 
 
-#: Mailbox key of the presence actor's fault injection (never a connection id).
+@attrs.frozen
+class Sync:
+    """From the session actor: exactly these connections are members (by connection id).
+
+    The presence actor untracks every other connection, tracks the ones it does
+    not know (with the given state: the one members last saw), keeps the ones
+    it knows as they are, and answers with a :class:`PresenceSnapshot`. Posted
+    under :data:`SYNC_KEY`, so per-connection messages posted after it are
+    applied after it.
+    """
+
+    members: dict[str, Track]
+
+
+#: Mailbox keys of the presence actor's system messages (never a connection id).
+SYNC_KEY = "\x00sync"
 FAIL_KEY = "\x00fail"
 
-PresenceMessage = Track | Untrack | SetPresence | Fail
+PresenceMessage = Track | Untrack | SetPresence | Sync | Fail
 
 
 def merge_presence(old: PresenceMessage, new: PresenceMessage) -> PresenceMessage | None:

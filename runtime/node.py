@@ -27,8 +27,9 @@ from actors.messages import (
     AppendEvent,
     GetParticipants,
     LeaveSession,
-    PresenceChanged,
     PresenceMessage,
+    PresenceRestarted,
+    PresenceToSession,
     SessionMessage,
     merge_presence,
 )
@@ -142,6 +143,8 @@ class TandemNode:
                 config=presence_config,
             ),
             self.presence_supervisor,
+            # The fresh actor knows nobody: the session re-tracks its members (a Sync).
+            on_restart=lambda sid: self._presence_to_session(sid, PresenceRestarted()),
         )
         self.session_config = session_config
         # Cluster mode replaces this with an owner-or-relay actor (runtime/cluster/sessions.py).
@@ -186,6 +189,7 @@ class TandemNode:
             mailbox,
             store=self.store,
             presence=lambda: self.presence_mailbox(session_id),
+            presence_if_live=lambda: self.registry.lookup(self.presence_kind, session_id),
             config=self.session_config,
             clock=self.wall_clock,
             on_frame=on_frame,
@@ -197,7 +201,7 @@ class TandemNode:
     async def presence_mailbox(self, session_id: str) -> CoalescingMailbox[str, PresenceMessage]:
         return await self.registry.get(self.presence_kind, session_id)
 
-    async def _presence_to_session(self, session_id: str, change: PresenceChanged) -> None:
+    async def _presence_to_session(self, session_id: str, change: PresenceToSession) -> None:
         mailbox = self.registry.lookup(self.session_kind, session_id)
         if mailbox is None:
             return  # the session is gone, and with it everyone to tell

@@ -10,7 +10,7 @@ for the key spawns a fresh actor that rehydrates from the store.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
@@ -45,6 +45,9 @@ class ActorKind(Generic[M]):
     make_mailbox: Callable[[], M]
     make_actor: Callable[[str, M], RunnableActor]  # (id, mailbox) -> actor
     supervisor: Supervisor
+    # Awaited with the id before a crashed actor's successor runs: whoever relied on
+    # the lost state can be told (a session re-tracks its members in a fresh presence).
+    on_restart: Callable[[str], Awaitable[None]] | None = None
 
 
 @attrs.define(eq=False)
@@ -89,12 +92,19 @@ class ActorRegistry:
         if cell is None:
             cell = _Cell(key=key, mailbox=kind.make_mailbox())
             self._cells[key] = cell
+            starts = 0
+
+            async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+                nonlocal starts
+                starts += 1
+                if starts > 1 and kind.on_restart is not None:  # the supervisor restarts it
+                    await kind.on_restart(actor_id)
+                await kind.make_actor(actor_id, cell.mailbox).run(task_status=task_status)
+
             try:
                 await kind.supervisor.start_child(
                     key,
-                    lambda task_status=trio.TASK_STATUS_IGNORED: kind.make_actor(
-                        actor_id, cell.mailbox
-                    ).run(task_status=task_status),
+                    run,
                     kind=kind.name,
                     restart=Restart.TRANSIENT,
                     depth=lambda: cell.mailbox.depth,

@@ -16,7 +16,14 @@ from typing import Any
 import attrs
 import trio
 
-from actors.messages import PresenceChanged, PresenceMessage, SetPresence, Track
+from actors.messages import (
+    PresenceChanged,
+    PresenceMessage,
+    PresenceSnapshot,
+    SetPresence,
+    Sync,
+    Track,
+)
 from actors.presence.state import Changes, PresenceState, coalesce
 from runtime import metrics
 from runtime.actor import Fail, InjectedFailure
@@ -37,7 +44,7 @@ class PresenceActor:
         session_id: str,
         mailbox: CoalescingMailbox[str, PresenceMessage],
         *,
-        publish: Callable[[PresenceChanged], Awaitable[None]],
+        publish: Callable[[PresenceChanged | PresenceSnapshot], Awaitable[None]],
         config: PresenceConfig,
     ) -> None:
         self.session_id = session_id
@@ -45,13 +52,17 @@ class PresenceActor:
         self._publish = publish
         self._config = config
         self._state = PresenceState(away_after=config.away_after)
+        self._synced = False  # a Sync was applied since the last publish: send a snapshot
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Apply coalesced updates and publish changes until passivation or shutdown.
 
-        A restarted presence actor starts empty; the session re-tracks nobody,
-        so presence heals as members update or rejoin (a crash here is rare and
-        never touches the event stream).
+        A restarted presence actor starts empty. The registry has told the
+        session actor (``PresenceRestarted``), which answers with a ``Sync`` of
+        its members; until it arrives, updates of connections this actor does
+        not know are dropped (a crash here is rare and never touches the event
+        stream). Once applied, the ``PresenceSnapshot`` makes the session's
+        roster, and so every member's view, exact again.
         """
         bind_actor(self.session_id)
         task_status.started()
@@ -98,10 +109,21 @@ class PresenceActor:
             if message.at is not None:  # posted until applied (coalescing included)
                 metrics.PRESENCE.observe(now - message.at)
             return changes
+        if isinstance(message, Sync):
+            self._synced = True
+            return self._state.sync(
+                ((c, t.user_id, t.name, t.state) for c, t in message.members.items()), now
+            )
         assert not isinstance(message, Fail)  # handled for the whole batch in _apply
         return self._state.untrack(conn_id)
 
     async def _send(self, changes: Changes) -> None:
+        if self._synced:
+            # Everyone, after the batch: it subsumes the batch's changes, and tells the
+            # session who is NOT present (a leave this actor never saw).
+            self._synced = False
+            await self._publish(PresenceSnapshot(self._state.participants()))
+            return
         if not changes:
             return
         await self._publish(

@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from actors.messages import PresenceChanged
+from actors.messages import PresenceChanged, PresenceSnapshot
 from runtime.protocol import messages as wire
 
 JSON = Any
@@ -71,15 +71,41 @@ class Roster:
 
     def broadcast(self, session_id: str, change: PresenceChanged) -> list[JSON]:
         """Apply ``change``; the messages that tell members, in the order to send them."""
+        return self._tell(session_id, change.joined, change.left, change.updated)
+
+    def reconcile(self, session_id: str, snapshot: PresenceSnapshot) -> list[JSON]:
+        """Make the roster ``snapshot`` (everyone present); the messages that tell members.
+
+        Users members hold who are not in it leave; users they do not hold join
+        (whole records); the others are changes against the records members
+        hold, so a user shown all along is neither shown twice nor flickers.
+        """
+        present = {record["userId"] for record in snapshot.participants}
+        gone = [user_id for user_id in self._records if user_id not in present]
+        new = [r for r in snapshot.participants if r["userId"] not in self._records]
+        known = [r for r in snapshot.participants if r["userId"] in self._records]
+        return self._tell(session_id, new, gone, known)
+
+    def _tell(
+        self, session_id: str, joined: list[JSON], left: list[str], updated: list[JSON]
+    ) -> list[JSON]:
         out = []
-        for record in change.joined:
+        entries = []
+        for record in joined:
+            if record["userId"] in self._records:
+                # Members hold this user already (their presence actor restarted
+                # meanwhile): what changed, not a second join.
+                if entry := self.changed(record):
+                    entries.append(entry)
+                continue
             self.joined(record)
             out.append(wire.participant_joined(session_id, record))
-        for user_id in change.left:
-            self.left(user_id)
-            out.append(wire.participant_left(session_id, user_id))
+        for user_id in left:
+            if user_id in self._records:  # members never held the others: nothing to undo
+                self.left(user_id)
+                out.append(wire.participant_left(session_id, user_id))
         # Only what changed since the record members hold (a cursor move: userId and state).
-        entries = [entry for record in change.updated if (entry := self.changed(record))]
+        entries.extend(entry for record in updated if (entry := self.changed(record)))
         if entries:
             out.append(wire.presence(session_id, entries))
         return out
@@ -87,6 +113,11 @@ class Roster:
     def records(self) -> list[JSON]:
         """The snapshot a joiner gets: whole records, in order of arrival."""
         return list(self._records.values())
+
+    def state(self, user_id: str) -> JSON:
+        """The state members hold for ``user_id`` (None when they hold no record)."""
+        record = self._records.get(user_id)
+        return None if record is None else record["state"]
 
     def states(self) -> dict[str, JSON]:
         return {user_id: record["state"] for user_id, record in self._records.items()}

@@ -128,6 +128,21 @@ class PresenceState:
         # Always a change: the connection count went down (members show it).
         return Changes(updated=[conn.user_id])
 
+    def sync(self, members: Iterable[tuple[str, str, str, JSON]], now: float) -> Changes:
+        """Exactly ``members`` (conn id, user id, name, state) are connected now.
+
+        Every other connection is untracked; a member not tracked yet is tracked
+        with the given state; a tracked one keeps its own (it is at least as new).
+        """
+        wanted = {conn_id: (user_id, name, state) for conn_id, user_id, name, state in members}
+        steps = [self.untrack(conn_id) for conn_id in list(self._conns) if conn_id not in wanted]
+        steps.extend(
+            self.track(conn_id, user_id, name, state, now)
+            for conn_id, (user_id, name, state) in wanted.items()
+            if conn_id not in self._conns
+        )
+        return coalesce(steps)
+
     def mark_away(self, now: float) -> Changes:
         """Users with no activity for ``away_after`` seconds become away."""
         changed = []

@@ -23,14 +23,18 @@ import attrs
 import trio
 
 from actors.messages import (
+    SYNC_KEY,
     AppendEvent,
     GetParticipants,
     JoinSession,
     LeaveSession,
     Peer,
     PresenceChanged,
+    PresenceRestarted,
+    PresenceSnapshot,
     PublishEvent,
     SessionMessage,
+    Sync,
     Track,
     Untrack,
 )
@@ -75,6 +79,7 @@ class SessionActor:
         *,
         store: EventStore,
         presence: Callable[[], Awaitable[CoalescingMailbox[str, Any]]],
+        presence_if_live: Callable[[], CoalescingMailbox[str, Any] | None] = lambda: None,
         config: SessionConfig,
         clock: Callable[[], float] = time.time,
         on_frame: Callable[[bytes], None] | None = None,
@@ -85,6 +90,7 @@ class SessionActor:
         self._mailbox = mailbox
         self._store = store
         self._presence_mailbox = presence  # the presence actor's mailbox, spawning it if needed
+        self._presence_if_live = presence_if_live  # the same, or None: never spawns
         self._config = config
         self._clock = clock
         self._log = SessionLog(session_id, memory_limit=config.memory_retention)
@@ -157,6 +163,11 @@ class SessionActor:
                 metrics.LEAVE.observe(trio.current_time() - message.enqueued_at)
             elif isinstance(message, PresenceChanged):
                 self._presence(message, pending)
+            elif isinstance(message, PresenceSnapshot):
+                for out in self._roster.reconcile(self.session_id, message):
+                    pending.add(encode(out))
+            elif isinstance(message, PresenceRestarted):
+                await self._sync_presence()
             elif isinstance(message, GetParticipants):
                 try:
                     message.reply.send_nowait(self._roster.records())
@@ -319,7 +330,21 @@ class SessionActor:
         if self._stored_since_trim >= self._config.trim_every:
             await self._apply_retention()
 
-    async def _post_presence(self, conn_id: str, message: Track | Untrack) -> None:
+    async def _sync_presence(self) -> None:
+        """Tell a restarted presence actor exactly who the members are.
+
+        Each with the state members were last shown for its user, so a member who
+        never updates again keeps it. Members whose socket is closed are left out:
+        their leave is on its way.
+        """
+        members = {
+            peer.id: Track(peer.user_id, peer.name, self._roster.state(peer.user_id))
+            for peer in self._members.values()
+            if not peer.closed
+        }
+        await self._post_presence(SYNC_KEY, Sync(members))
+
+    async def _post_presence(self, conn_id: str, message: Track | Untrack | Sync) -> None:
         for _ in range(3):  # the presence actor may passivate between lookup and post
             mailbox = await self._presence_mailbox()
             try:
@@ -334,6 +359,15 @@ class SessionActor:
             peer.session_lost(self.session_id, reason)
         self._members.clear()
         self._local.clear()
+        # They left without a leave each: presence drops them all at once. Members who
+        # rejoin (told `restart`, they do) are tracked anew; the others are no ghosts.
+        # Posted now, before any rejoin can be, so every rejoin's Track comes after it.
+        mailbox = self._presence_if_live()
+        if mailbox is not None:
+            try:
+                mailbox.post(SYNC_KEY, Sync({}))
+            except MailboxClosed:
+                pass  # passivating: it holds nobody
 
     def status(self) -> dict[str, Any]:
         return {"members": len(self._members), "seq": self._log.seq}

@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.messages import PresenceChanged
+from actors.messages import PresenceChanged, PresenceSnapshot
 from actors.presence.roster import Roster
 from actors.presence.state import Changes, PresenceState, coalesce
 from client.presence import Participants
@@ -104,9 +104,19 @@ def test_participants_are_exactly_the_users_with_live_connections(
 
 class Broadcasts:
     def __init__(self, away_after: float = 60.0) -> None:
+        self.away_after = away_after
         self.state = PresenceState(away_after=away_after)
         self.roster = Roster()
         self._steps: list[Changes] = []
+        self._synced = False
+
+    def restart(self, members: dict[str, tuple[str, str]], now: float) -> None:
+        """The presence actor crashes (unpublished changes die with it) and its successor
+        gets the session's Sync: ``members`` (conn -> user, name), with the roster's states."""
+        self.state = PresenceState(away_after=self.away_after)
+        self._steps = []
+        self.state.sync([(c, u, n, self.roster.state(u)) for c, (u, n) in members.items()], now)
+        self._synced = True
 
     def track(self, conn: str, user: str, name: str, state: object, now: float) -> None:
         self._steps.append(self.state.track(conn, user, name, state, now))
@@ -123,6 +133,9 @@ class Broadcasts:
     def flush(self) -> list[dict[str, Any]]:
         """One broadcast: the messages every member gets (as PresenceActor._send builds them)."""
         changes, self._steps = coalesce(self._steps), []
+        if self._synced:  # as PresenceActor._send: a Sync is answered with everyone
+            self._synced = False
+            return self.roster.reconcile("s", PresenceSnapshot(self.state.participants()))
         if not changes:
             return []
         record = self.state.participant
@@ -244,7 +257,9 @@ def test_joiners_get_whole_records_and_so_does_a_user_the_roster_lacks() -> None
 STATES = [None, {"cursor": 1}, {"cursor": True}, {"cursor": 1.0}, {"note": "x"}]
 presence_ops = st.lists(
     st.tuples(
-        st.sampled_from(["track", "update", "update", "untrack", "mark_away", "flush", "join"]),
+        st.sampled_from(
+            ["track", "update", "update", "untrack", "mark_away", "flush", "join", "restart"]
+        ),
         st.integers(0, 4),  # connection
         st.integers(0, 2),  # user of that connection (and which name)
         st.integers(0, len(STATES) - 1),  # state
@@ -267,13 +282,15 @@ def test_members_merging_lean_changes_hold_the_servers_records(
     b = Broadcasts(away_after=60)
     members = [Participants(b.roster.records())]
     owner: dict[str, int] = {}  # conn -> user, while tracked
+    names: dict[str, str] = {}  # conn -> the name it was last tracked with
     now = 0.0
     for op, conn_n, user_n, state_n, dt in script:
         now += dt
         conn = f"c{conn_n}"
         if op == "track":
             user = owner.setdefault(conn, user_n)  # a connection is one user's
-            b.track(conn, f"u{user}", f"User {user}" + " (b)" * (user_n % 2), STATES[state_n], now)
+            names[conn] = f"User {user}" + " (b)" * (user_n % 2)
+            b.track(conn, f"u{user}", names[conn], STATES[state_n], now)
         elif op == "update":
             b.update(conn, STATES[state_n], now)
         elif op == "untrack":
@@ -281,6 +298,11 @@ def test_members_merging_lean_changes_hold_the_servers_records(
             owner.pop(conn, None)
         elif op == "mark_away":
             b.mark_away(now)
+        elif op == "restart":
+            # The presence actor crashes while ``conn`` leaves (its Untrack reaches nobody):
+            # the session's Sync holds the connections still tracked, without it.
+            owner.pop(conn, None)
+            b.restart({c: (f"u{u}", names[c]) for c, u in owner.items()}, now)
         elif op == "flush":
             for message in b.flush():
                 for member in members:
@@ -294,3 +316,40 @@ def test_members_merging_lean_changes_hold_the_servers_records(
     for member in members:
         assert wire_view(member.records()) == wire_view(server)
     assert wire_view({r["userId"]: r for r in b.roster.records()}) == wire_view(server)
+
+
+def test_a_restarted_presence_actor_heals_the_roster_without_a_ghost_or_a_duplicate() -> None:
+    b = Broadcasts()
+    b.track("c1", "ann", "Ann", None, now=0)
+    b.track("c2", "bob", "Bob", None, now=0)
+    b.track("c3", "bob", "Bob", None, now=0)
+    b.flush()
+    b.update("c1", {"cursor": 1}, now=1)
+    b.flush()
+    members = Participants(b.roster.records())
+    # Crash; meanwhile ann left (her Untrack reached nobody). Bob's two tabs are members.
+    b.restart({"c2": ("bob", "Bob"), "c3": ("bob", "Bob")}, now=2)
+    messages = b.flush()
+    assert messages == [{"type": "participant:left", "sessionId": "s", "userId": "ann"}]
+    for message in messages:
+        members.apply(message)
+    assert members.records() == {"bob": b.state.participant("bob")}
+    assert b.state.participant("bob")["connections"] == 2  # tracked again, once per tab
+
+    # A quiet member keeps the state members were shown (no change to send).
+    b = Broadcasts()
+    b.track("c1", "ann", "Ann", {"cursor": 1}, now=0)
+    b.flush()
+    b.restart({"c1": ("ann", "Ann")}, now=1)
+    assert b.flush() == []
+    assert b.state.participant("ann")["state"] == {"cursor": 1}
+
+
+def test_a_sync_keeps_known_connections_and_drops_the_others() -> None:
+    state = PresenceState()
+    state.track("c1", "ann", "Ann", {"x": 1}, now=0)
+    state.track("c2", "bob", "Bob", None, now=0)
+    changes = state.sync([("c1", "ann", "Ann", None), ("c3", "cy", "Cy", None)], now=1)
+    assert changes == Changes(joined=["cy"], left=["bob"])
+    assert state.participant("ann")["state"] == {"x": 1}  # its own state is at least as new
+    assert state.user_ids() == ["ann", "cy"]

@@ -107,3 +107,50 @@ async def test_a_relayed_member_merging_changes_holds_the_owners_records(
             assert view.records() == on_owner
             assert on_owner["bob"]["name"] == "Bob"
             assert sorted(on_owner) == ["ann", "bob", "wes"]
+
+
+async def test_a_restarted_presence_actor_keeps_remote_members_and_drops_a_remote_leaver(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Members on a relay node are tracked in the owner's one presence actor, like local ones."""
+    async with open_nodes(2, redis_url, redis_prefix, presence_timeout=TIMEOUT) as (a, b):
+        async with (
+            a.websocket(token=a.token("ann", name="Ann")) as wa,
+            b.websocket(token=b.token("wes", name="Wes")) as ww,
+            b.websocket(token=b.token("bob", name="Bob")) as wb,
+        ):
+            ann, wes, bob = Inbox(wa), Inbox(ww), Inbox(wb)
+            views = {}
+            with trio.fail_after(10):
+                for name, member in (("ann", ann), ("wes", wes), ("bob", bob)):
+                    joined = await member.request(type="session:join", sessionId="doc")
+                    assert joined["type"] == "session:joined"  # ann's node owns the session
+                    views[name] = Participants(joined["participants"])
+                await wes.send(type="presence:update", sessionId="doc", state={"at": "w"})
+                for name in ("ann", "wes"):
+                    await follow(
+                        {"ann": ann, "wes": wes}[name],
+                        views[name],
+                        lambda r: (
+                            (r.get("wes") or {}).get("state") == {"at": "w"}
+                            and sorted(r) == ["ann", "bob", "wes"]
+                        ),
+                        [],
+                    )
+
+                assert await a.node.inject_failure("presence:doc")
+                # Bob leaves from the relay node while the owner's presence actor is down.
+                left = await bob.request(type="session:leave", sessionId="doc")
+                assert left["type"] == "session:left"
+                await follow(ann, views["ann"], lambda r: "bob" not in r, [])
+                await follow(wes, views["wes"], lambda r: "bob" not in r, [])
+                on_owner = {p["userId"]: p for p in await a.node.participants("doc")}
+            assert sorted(on_owner) == ["ann", "wes"]
+            assert on_owner["wes"]["state"] == {"at": "w"}  # re-tracked with its state
+            assert views["ann"].records() == on_owner
+            assert views["wes"].records() == on_owner
+
+            # Wes is tracked again on the owner, not only shown: a move still goes out.
+            with trio.fail_after(10):
+                await wes.send(type="presence:update", sessionId="doc", state={"at": "w2"})
+                await follow(ann, views["ann"], lambda r: r["wes"]["state"] == {"at": "w2"}, [])
