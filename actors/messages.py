@@ -191,16 +191,23 @@ PresenceMessage = Track | Untrack | SetPresence | Sync | Fail
 
 
 def merge_presence(old: PresenceMessage, new: PresenceMessage) -> PresenceMessage | None:
-    """Coalesce two queued presence messages of one connection (last one wins).
+    """Coalesce two queued presence messages of one connection into one.
 
-    Track then SetPresence is a Track with that state; anything then Untrack is
-    an Untrack, except Track then Untrack, which cancel out; SetPresence then
-    SetPresence keeps the newer.
+    The result must leave the connection tracked or not exactly as applying both
+    would (a wrong merge is a ghost or a missing member):
+
+    * anything then Untrack is the Untrack. Even after a Track: that Track may
+      re-track a connection that is already present (a rejoin or a resume), so
+      dropping both would leave it tracked for good;
+    * Untrack then Track is the Track (a leave and rejoin): the connection ends up
+      present; if it was already tracked it keeps its state, as on a resume;
+    * Untrack then SetPresence stays the Untrack (a late update of a leaver);
+    * Track then SetPresence is a Track with that state; otherwise the newer wins.
     """
     if isinstance(new, Untrack):
-        return None if isinstance(old, Track) else new
+        return new
     if isinstance(old, Untrack):
-        return old  # nothing after leaving counts
+        return new if isinstance(new, Track) else old
     if isinstance(new, SetPresence) and isinstance(old, Track):
         return Track(old.user_id, old.name, new.state)
     return new

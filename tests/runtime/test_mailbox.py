@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 import trio
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 
 from actors.messages import SetPresence, Track, Untrack, merge_presence
+from actors.presence.state import PresenceState
 from runtime.mailbox import CoalescingMailbox, Mailbox, MailboxClosed, MailboxFull
 
 
@@ -53,11 +56,51 @@ async def test_coalescing_keeps_one_slot_per_connection() -> None:
 
 def test_merge_rules() -> None:
     track, update, untrack = Track("u", "n"), SetPresence({"a": 1}), Untrack()
-    assert merge_presence(track, untrack) is None  # joined and left unseen
+    assert merge_presence(track, untrack) == untrack  # the Track may have been a re-track
     assert merge_presence(update, untrack) == untrack
-    assert merge_presence(untrack, update) == untrack  # nothing after leaving counts
+    assert merge_presence(untrack, update) == untrack  # a late update of a leaver
+    assert merge_presence(untrack, track) == track  # left and rejoined
     assert merge_presence(update, SetPresence({"a": 2})) == SetPresence({"a": 2})
     assert merge_presence(track, update) == Track("u", "n", {"a": 1})
+
+
+_messages = st.one_of(
+    st.builds(Track, st.just("u"), st.just("U"), st.one_of(st.none(), st.integers(0, 3))),
+    st.builds(SetPresence, st.integers(0, 3)),
+    st.just(Untrack()),
+)
+
+
+def _apply(state: PresenceState, message: object) -> None:
+    if isinstance(message, Track):
+        state.track("c", message.user_id, message.name, message.state, 0.0)
+    elif isinstance(message, SetPresence):
+        state.update("c", message.state, 0.0)
+    else:
+        state.untrack("c")
+
+
+def _who(state: PresenceState) -> list[tuple[str, int]]:
+    return [(p["userId"], p["connections"]) for p in state.participants()]
+
+
+@given(tracked_before=st.booleans(), messages=st.lists(_messages, min_size=1, max_size=6))
+def test_coalescing_never_changes_who_is_present(
+    tracked_before: bool, messages: list[object]
+) -> None:
+    """Applying the coalesced message leaves the same members present as applying each."""
+    one_by_one, coalesced = PresenceState(), PresenceState()
+    for state in (one_by_one, coalesced):
+        if tracked_before:  # the connection was already present before these arrived
+            state.track("c", "u", "U", None, 0.0)
+    for message in messages:
+        _apply(one_by_one, message)
+    merged: object | None = messages[0]
+    for message in messages[1:]:
+        merged = message if merged is None else merge_presence(merged, message)  # type: ignore[arg-type]
+    if merged is not None:
+        _apply(coalesced, merged)
+    assert _who(coalesced) == _who(one_by_one)
 
 
 async def test_coalescing_close_ends_receivers() -> None:
