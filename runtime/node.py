@@ -31,6 +31,7 @@ from actors.messages import (
     PresenceRestarted,
     PresenceToSession,
     SessionMessage,
+    SetPresence,
     merge_presence,
 )
 from actors.presence.actor import PresenceActor, PresenceConfig
@@ -199,7 +200,30 @@ class TandemNode:
         await self.registry.send(self.session_kind, session_id, message)
 
     async def presence_mailbox(self, session_id: str) -> CoalescingMailbox[str, PresenceMessage]:
+        """The presence actor's mailbox, spawning the actor if needed: for its session actor only.
+
+        Raises ``SpawnFailed`` (the ``presence`` supervisor is down, or the node stopping).
+        """
         return await self.registry.get(self.presence_kind, session_id)
+
+    def post_presence_update(self, session_id: str, conn_id: str, update: SetPresence) -> bool:
+        """Hand a client's presence update to the live presence actor; never spawn one.
+
+        Only the session actor spawns presence (its ``Track`` of a member, or a
+        ``Sync``), and an actor that holds connections does not passivate. So with
+        no live presence actor nobody is tracked for this update to apply to: the
+        session does not hold the connection (gone, or its join not handled yet)
+        or has lost presence and re-syncs it itself. A fresh actor would drop the
+        update anyway and linger empty until passivation. False: not posted.
+        """
+        mailbox = self.registry.lookup(self.presence_kind, session_id)
+        if mailbox is None:
+            return False
+        try:
+            mailbox.post(conn_id, update)
+        except MailboxClosed:
+            return False  # passivating, so it holds nobody
+        return True
 
     async def _presence_to_session(self, session_id: str, change: PresenceToSession) -> None:
         mailbox = self.registry.lookup(self.session_kind, session_id)

@@ -45,7 +45,6 @@ from runtime.cluster.requests import ClusterRequestError, OwnerUnavailable, Requ
 from runtime.gateways.redis import RedisGateway, RedisUnavailable
 from runtime.mailbox import Mailbox, MailboxClosed
 from runtime.protocol.frames import SharedFrame
-from runtime.registry import SpawnFailed
 from runtime.transport.connection import ClientConnection
 
 if TYPE_CHECKING:
@@ -215,11 +214,8 @@ class ClusterSessions:
             peer.joined.add(session_id)
             message: object = JoinSession(peer, header.get("since"), header.get("ref"))
         elif op == "presence":
-            try:
-                mailbox = await self.node.presence_mailbox(session_id)
-                mailbox.post(conn_id, SetPresence(header.get("st")))
-            except (MailboxClosed, SpawnFailed):
-                pass  # presence heals with the next update
+            # As for a local client: only to a live presence actor, never spawning one.
+            self.node.post_presence_update(session_id, conn_id, SetPresence(header.get("st")))
             return
         else:
             peer = self.peers.get(conn_id)

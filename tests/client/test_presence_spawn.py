@@ -1,0 +1,79 @@
+"""Presence never outranks the session: it is not spawned for nobody, and its loss is no crash.
+
+* A ``presence:update`` reaches only a presence actor that is already live: the
+  session actor's ``Track`` of a member is what spawns one. A connection that the
+  dispatcher holds as joined but no session actor holds as a member (its join was
+  lost in a session crash) used to spawn a presence actor with nobody in it.
+* A session actor that cannot reach its presence actor (its spawn fails: the
+  ``presence`` supervisor gave up and is waiting to be restarted) goes on serving
+  its event stream, and re-syncs presence once it can.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import trio
+
+from runtime.gateways.memory import StoreError
+from runtime.testing import open_test_server
+from runtime.testing.server import TestServer
+from tests.client.helpers import wait_until
+from tests.e2e.conftest import Inbox
+
+
+def child(supervisor_children: list[Any], name: str) -> Any:
+    return next((c for c in supervisor_children if c.name == name), None)
+
+
+def presence_live(server: TestServer, session_id: str) -> bool:
+    return server.node.registry.lookup(server.node.presence_kind, session_id) is not None
+
+
+async def presence_children(server: TestServer) -> int:
+    status, body = await server.http("GET", "/status")
+    assert status == 200
+    tree = next(c["supervisor"] for c in body["actors"]["children"] if c["name"] == "presence")
+    return int(tree["childCount"])
+
+
+async def test_a_presence_update_of_a_connection_no_session_holds_spawns_nothing(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_test_server(memory_retention=1) as server:
+        node = server.node
+        for n in range(2):  # only the last stays in memory: a resume from 0 reads the store
+            await node.append_event("doc", "note", {"n": n}, "system")
+        assert not presence_live(server, "doc")
+
+        async def store_down(*args: Any, **kwargs: Any) -> Any:
+            raise StoreError("store down")
+
+        monkeypatch.setattr(node.store, "read_since", store_down)
+        async with server.websocket(token=server.token("bob", name="Bob")) as ws:
+            bob = Inbox(ws)
+            with trio.fail_after(10):
+                # The session actor crashes reading the replay: the join is lost with it,
+                # while the dispatcher already counts bob as joined.
+                await bob.send(type="session:join", sessionId="doc", since=0, ref="j")
+                session = child(node.sessions_supervisor.children(), "session:doc")
+                await wait_until(lambda: session.restarts == 1, limit=5)
+                await bob.send(type="presence:update", sessionId="doc", state={"cursor": [1, 2]})
+                await trio.sleep(1.0)
+            assert not presence_live(server, "doc")
+            assert await presence_children(server) == 0
+
+            # A real member's presence still works: its join spawns the presence actor.
+            monkeypatch.undo()
+            with trio.fail_after(10):
+                joined = await bob.request(type="session:join", sessionId="doc", since=0)
+                assert joined["type"] == "session:joined"
+                await bob.send(type="presence:update", sessionId="doc", state={"cursor": [3, 4]})
+                change = await bob.next_of("presence", "participant:joined")
+                while change["type"] != "presence" or change["changes"][0].get("state") != {
+                    "cursor": [3, 4]
+                }:
+                    change = await bob.next_of("presence", "participant:joined")
+            assert presence_live(server, "doc")
+            assert await presence_children(server) == 1
