@@ -248,6 +248,12 @@ actor_failures = CounterFamily(
 for _kind in ("session", "presence", "supervisor"):
     actor_failures.bind(_kind)
 
+PRESENCE_UNREACHABLE = CounterFamily(
+    "tandem_presence_unreachable_total",
+    "times a session actor lost its presence actor (could not spawn or post to it); "
+    "the session goes on and re-syncs presence when it can",
+).bind()
+
 SCHEDULER_LAG = HistogramFamily(
     "tandem_scheduler_lag_seconds",
     "how late a periodic task woke up (Trio scheduler lag)",

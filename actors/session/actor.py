@@ -51,11 +51,15 @@ from runtime.protocol import messages as wire
 from runtime.protocol.codec import encode, encode_batch
 from runtime.protocol.errors import ErrorCode
 from runtime.protocol.frames import SharedFrame
+from runtime.registry import SpawnFailed
 
 logger = logging.getLogger(__name__)
 
 #: Most events per replay frame: big enough to be cheap, small enough to interleave.
 REPLAY_CHUNK = 256
+#: Seconds between a session's attempts to reach a presence actor it could not reach
+#: (after a batch; a join or leave tries at once): a busy session does not retry per batch.
+PRESENCE_RETRY = 1.0
 
 
 @attrs.frozen
@@ -98,6 +102,11 @@ class SessionActor:
         self._local: dict[str, Peer] = {}  # members this node writes to (not remote ones)
         # Presence as members know it: the `session:joined` snapshot, the base of changes.
         self._roster = Roster()
+        # A Track, Untrack or Sync could not be posted: the presence actor misses what
+        # happened since, so the next post is a whole Sync, tried at most once per
+        # PRESENCE_RETRY seconds from the end of a batch (and at once on a join or leave).
+        self._presence_lost = False
+        self._presence_retry_at = 0.0
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -174,6 +183,8 @@ class SessionActor:
                 except (trio.WouldBlock, trio.BrokenResourceError):
                     pass  # the asker gave up
         await self._flush(pending)
+        if self._presence_lost and self._members and trio.current_time() >= self._presence_retry_at:
+            await self._sync_presence()
 
     def _publish(self, message: PublishEvent, pending: _Pending) -> None:
         if message.peer.id not in self._members:
@@ -331,7 +342,7 @@ class SessionActor:
             await self._apply_retention()
 
     async def _sync_presence(self) -> None:
-        """Tell a restarted presence actor exactly who the members are.
+        """Tell a restarted (or unreachable until now) presence actor exactly who the members are.
 
         Each with the state members were last shown for its user, so a member who
         never updates again keeps it. Members whose socket is closed are left out:
@@ -342,17 +353,51 @@ class SessionActor:
             for peer in self._members.values()
             if not peer.closed
         }
-        await self._post_presence(SYNC_KEY, Sync(members))
+        if await self._deliver_presence(SYNC_KEY, Sync(members)) and self._presence_lost:
+            self._presence_lost = False
+            logger.info("session %s: presence reachable again, re-synced", self.session_id)
 
     async def _post_presence(self, conn_id: str, message: Track | Untrack | Sync) -> None:
+        if not self._presence_lost:
+            await self._deliver_presence(conn_id, message)
+        elif self._members:
+            # Presence missed earlier Tracks or Untracks: one message on top would leave
+            # it wrong. A Sync of the members (who already reflect this one) makes it exact.
+            await self._sync_presence()
+        # else: nobody to track, so no presence actor to spawn; a join re-syncs.
+
+    async def _deliver_presence(self, key: str, message: Track | Untrack | Sync) -> bool:
+        """Post to the presence actor, spawning it if needed; False if it cannot be reached.
+
+        Presence is secondary to the event stream: a failed spawn (the ``presence``
+        supervisor gave up and awaits its restart, or the node is stopping) must not
+        crash this actor, which would drop every member. Log and count once per
+        outage; the next batch, join or leave re-syncs presence (``_presence_lost``).
+        """
         for _ in range(3):  # the presence actor may passivate between lookup and post
-            mailbox = await self._presence_mailbox()
             try:
-                mailbox.post(conn_id, message)
-                return
+                mailbox = await self._presence_mailbox()
+            except SpawnFailed as exc:
+                self._lose_presence(str(exc))
+                return False
+            try:
+                mailbox.post(key, message)
+                return True
             except MailboxClosed:
                 continue
-        logger.warning("session %s: presence actor unavailable", self.session_id)
+        self._lose_presence("its mailbox kept closing")
+        return False
+
+    def _lose_presence(self, why: str) -> None:
+        self._presence_retry_at = trio.current_time() + PRESENCE_RETRY
+        if not self._presence_lost:
+            self._presence_lost = True
+            metrics.PRESENCE_UNREACHABLE.inc()
+            logger.warning(
+                "session %s: presence unreachable, events go on without it: %s",
+                self.session_id,
+                why,
+            )
 
     def _abandon_members(self, reason: str) -> None:
         for peer in self._members.values():

@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 import trio
 
+from runtime import metrics
 from runtime.gateways.memory import StoreError
+from runtime.supervisor import RestartPolicy
 from runtime.testing import open_test_server
 from runtime.testing.server import TestServer
 from tests.client.helpers import wait_until
@@ -77,3 +79,77 @@ async def test_a_presence_update_of_a_connection_no_session_holds_spawns_nothing
                     change = await bob.next_of("presence", "participant:joined")
             assert presence_live(server, "doc")
             assert await presence_children(server) == 1
+
+
+async def test_the_session_goes_on_while_presence_cannot_be_spawned(
+    autojump_clock: trio.testing.MockClock, server: TestServer
+) -> None:
+    node = server.node
+    # The root waits 5 s before restarting the presence supervisor that gave up: a
+    # window in which every presence spawn fails (by default it lasts 50 ms).
+    node.root.policy = RestartPolicy(
+        max_restarts=3, period=30.0, backoff_initial=5.0, backoff_max=5.0
+    )
+    unreachable = metrics.PRESENCE_UNREACHABLE.value
+    async with (
+        server.websocket(token=server.token("bob", name="Bob")) as wb,
+        server.websocket(token=server.token("alice", name="Alice")) as wa,
+    ):
+        bob, alice = Inbox(wb), Inbox(wa)
+        with trio.fail_after(30):
+            assert (await bob.request(type="session:join", sessionId="doc"))["type"] == (
+                "session:joined"
+            )
+            # Crash presence:doc until its supervisor escalates (more than 5 in 10 s).
+            for _ in range(6):
+                await wait_until(
+                    lambda: (
+                        child(node.presence_supervisor.children(), "presence:doc").state
+                        == "running"
+                    )
+                )
+                assert await node.inject_failure("presence:doc")
+                await wait_until(
+                    lambda: (
+                        (c := child(node.presence_supervisor.children(), "presence:doc")) is None
+                        or c.state != "running"
+                    )
+                )
+            await wait_until(lambda: child(node.root.children(), "presence").state == "backoff")
+            assert not presence_live(server, "doc")
+
+            # Alice's join makes the session track her: the presence spawn fails.
+            joined = await alice.request(type="session:join", sessionId="doc")
+            assert joined["type"] == "session:joined"
+            ack = await bob.request(
+                type="event:publish", sessionId="doc", name="note", data={"n": 1}
+            )
+            assert ack["type"] == "event:ack"
+            event = await alice.next_of("event")
+            assert (event["seq"], event["data"]) == (ack["seq"], {"n": 1})
+            assert child(node.root.children(), "presence").state == "backoff"  # still down
+
+        session = child(node.sessions_supervisor.children(), "session:doc")
+        assert (session.restarts, session.state) == (0, "running")
+        assert metrics.PRESENCE_UNREACHABLE.value == unreachable + 1  # once per outage
+        seen = bob.pending + alice.pending
+        assert not [m for m in seen if m["type"] == "session:left"]
+
+        # The presence supervisor is back: the session's next batch re-syncs presence.
+        with trio.fail_after(30):
+            await wait_until(lambda: child(node.root.children(), "presence").state == "running")
+            ack = await alice.request(
+                type="event:publish", sessionId="doc", name="note", data={"n": 2}
+            )
+            assert ack["type"] == "event:ack"
+            await wait_until(lambda: presence_live(server, "doc"))
+            await trio.sleep(1.0)
+            present = {p["userId"] for p in await node.participants("doc")}
+            assert present == {"alice", "bob"}
+            await alice.send(type="presence:update", sessionId="doc", state={"cursor": [9, 9]})
+            while True:
+                message = await bob.next_of("presence", "session:left")
+                assert message["type"] == "presence"
+                if any(c.get("state") == {"cursor": [9, 9]} for c in message["changes"]):
+                    break
+        assert (session.restarts, session.state) == (0, "running")
