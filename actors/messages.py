@@ -43,6 +43,13 @@ class Peer(Protocol):
     def session_lost(self, session_id: str, reason: str) -> None:
         """The session actor stopped without the client leaving (crash, shutdown)."""
 
+    def join_failed(self, session_id: str, ref: Ref) -> None:
+        """The session actor stopped before it handled this peer's join: not a member.
+
+        Answered with ``error`` ``internal`` and the join's ``ref`` (retry), so
+        no join goes unanswered and the connection no longer counts the session.
+        """
+
 
 # --- to a session actor ------------------------------------------------------------
 

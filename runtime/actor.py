@@ -8,6 +8,7 @@ does the rest, so batching and passivation behave the same everywhere.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 import attrs
@@ -83,6 +84,7 @@ async def run_batch_loop(
     *,
     policy: BatchPolicy,
     passivate_after: float,
+    on_lost: Callable[[list[Any]], None] | None = None,
 ) -> None:
     """Receive and handle batches until passivation or shutdown.
 
@@ -90,7 +92,10 @@ async def run_batch_loop(
     seconds with an empty mailbox: the mailbox is closed in the same step, so
     no message can slip in) or when the mailbox was closed for shutdown and
     has been drained. Cancellation propagates; a message being handled when
-    cancelled is lost with the actor.
+    cancelled is lost with the actor. Messages taken from the mailbox but not
+    yet handed to ``handle`` when the loop is cancelled (while it waits to widen
+    a batch) go to ``on_lost``, which must not block, so the actor can answer
+    them; what ``handle`` was given is the handler's own business.
     """
     last_size = 0
     busy = 0.0  # CPU spent handling the last batch / wall time of its cycle (idle + handling)
@@ -118,13 +123,18 @@ async def run_batch_loop(
         _drain_into(batch, mailbox, policy.max_batch)
         window = policy.window(last_size, busy)
         if window > 0 and len(batch) < policy.max_batch:
-            with trio.move_on_after(window):
-                while len(batch) < policy.max_batch and not isinstance(batch[-1], Fail):
-                    try:
-                        batch.append(await mailbox.receive())
-                    except trio.EndOfChannel:
-                        break
-                    _drain_into(batch, mailbox, policy.max_batch)
+            try:
+                with trio.move_on_after(window):
+                    while len(batch) < policy.max_batch and not isinstance(batch[-1], Fail):
+                        try:
+                            batch.append(await mailbox.receive())
+                        except trio.EndOfChannel:
+                            break
+                        _drain_into(batch, mailbox, policy.max_batch)
+            except BaseException:
+                if on_lost is not None:
+                    on_lost(batch)
+                raise
         last_size = len(batch)
         for i, message in enumerate(batch):
             if isinstance(message, Fail):

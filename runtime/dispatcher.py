@@ -258,10 +258,17 @@ class Dispatcher:
             )
             return
         conn.roles[session_id] = role
-        if await self._to_session(
+        # Counted as joined before the join is queued, not after: the session actor may
+        # handle it — and, stopping, refuse it (`join_failed` discards it again) — before
+        # this task runs on. Publishes sent behind the join are let through to the actor,
+        # which checks membership itself.
+        rejoin = session_id in conn.joined
+        conn.joined.add(session_id)
+        if not await self._to_session(
             conn, session_id, JoinSession(conn, message.since, message.ref), message.ref
         ):
-            conn.joined.add(session_id)
+            if not rejoin:
+                conn.joined.discard(session_id)  # never queued: not joined
 
     async def _leave(self, conn: ClientConnection, message: Leave) -> None:
         if message.session_id not in conn.joined:

@@ -35,7 +35,7 @@ from actors.messages import (
     merge_presence,
 )
 from actors.presence.actor import PresenceActor, PresenceConfig
-from actors.session.actor import SessionActor, SessionConfig
+from actors.session.actor import SessionActor, SessionConfig, refuse_joins
 from runtime.access import RateGate, SessionAccess
 from runtime.actor import BatchPolicy, Fail
 from runtime.api.audit import AuditApi
@@ -133,6 +133,8 @@ class TandemNode:
             lambda: Mailbox(settings.mailbox_size),
             lambda sid, mailbox: self.make_session_actor(sid, mailbox),
             self.sessions_supervisor,
+            # Joins still queued when the `sessions` supervisor gives up get an answer.
+            on_orphaned=refuse_joins,
         )
         self.presence_kind: ActorKind[CoalescingMailbox[str, PresenceMessage]] = ActorKind(
             "presence",

@@ -48,6 +48,10 @@ class ActorKind(Generic[M]):
     # Awaited with the id before a crashed actor's successor runs: whoever relied on
     # the lost state can be told (a session re-tracks its members in a fresh presence).
     on_restart: Callable[[str], Awaitable[None]] | None = None
+    # Called with the id and what is left in the mailbox once the actor is gone for
+    # good (its supervisor gave up, or it was cancelled at shutdown): nobody will read
+    # those messages, so their senders can be answered. Must not block.
+    on_orphaned: Callable[[str, list[Any]], None] | None = None
 
 
 @attrs.define(eq=False)
@@ -108,7 +112,7 @@ class ActorRegistry:
                     kind=kind.name,
                     restart=Restart.TRANSIENT,
                     depth=lambda: cell.mailbox.depth,
-                    on_exit=lambda: self._forget(cell),
+                    on_exit=lambda: self._gone(kind, actor_id, cell),
                 )
             except* Exception as group:
                 cell.error = SpawnFailed(f"{key}: {group.exceptions[0]!r}")
@@ -156,6 +160,22 @@ class ActorRegistry:
         while self._cells:
             self._emptied = trio.Event()
             await self._emptied.wait()
+
+    def _gone(self, kind: ActorKind[Any], actor_id: str, cell: _Cell) -> None:
+        self._forget(cell)
+        if kind.on_orphaned is None:
+            return
+        # Closed first, so nothing slips in after the drain: a sender then gets
+        # MailboxClosed and the registry spawns a fresh actor for it.
+        cell.mailbox.close()
+        left: list[Any] = []
+        while True:
+            try:
+                left.append(cell.mailbox.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        if left:
+            kind.on_orphaned(actor_id, left)
 
     def _forget(self, cell: _Cell) -> None:
         if self._cells.get(cell.key) is cell:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import attrs
@@ -107,15 +108,23 @@ class SessionActor:
         # PRESENCE_RETRY seconds from the end of a batch (and at once on a join or leave).
         self._presence_lost = False
         self._presence_retry_at = 0.0
+        # The joins of the batch being handled that were not answered yet, in order. If
+        # the actor stops meanwhile they are refused (`error`), never left unanswered.
+        self._joins: deque[JoinSession] = deque()
 
     # -- lifecycle ----------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Rehydrate from the store, then handle batches until passivation or shutdown.
 
-        If the actor crashes, every member is told the session was lost
-        (``session:left`` with a reason) so clients rejoin with ``since`` and
-        miss nothing; the supervisor starts a fresh actor on the same mailbox.
+        If the actor stops any other way than passivating or draining for
+        shutdown — it crashed, or was cancelled (its supervisor escalated, a
+        cluster owner lost its lease) — the joins it was handling are refused
+        (``error`` ``internal`` with their ``ref``) and every member is told
+        the session was lost (``session:left`` with reason ``restart``), so
+        clients rejoin with ``since`` and miss nothing, and nobody is left
+        counted as joined or tracked in presence. A crashed actor's successor
+        reads the same mailbox, so what is queued behind the batch is handled.
         """
         bind_actor(self.session_id)
         await self._apply_retention()
@@ -126,8 +135,12 @@ class SessionActor:
                 self._mailbox,
                 policy=self._config.batch,
                 passivate_after=self._config.passivate_after,
+                on_lost=self._refuse_joins,
             )
-        except Exception:
+        except BaseException:
+            # Crash or cancellation: only non-blocking calls here, and re-raised.
+            self._refuse_joins(self._joins)
+            self._joins.clear()
             self._abandon_members("restart")
             raise
         # Closed for shutdown and drained: members are being disconnected anyway.
@@ -154,6 +167,7 @@ class SessionActor:
     # -- message handling ---------------------------------------------------------
 
     async def handle(self, batch: list[SessionMessage]) -> None:
+        self._joins = deque(m for m in batch if isinstance(m, JoinSession))
         pending = _Pending()
         for message in batch:
             if isinstance(message, PublishEvent):
@@ -228,11 +242,8 @@ class SessionActor:
     async def _join(self, message: JoinSession) -> None:
         peer = message.peer
         if peer.closed:
+            self._answered(message)
             return
-        if peer.id in self._members:
-            # A repeated join is a resume request on a live membership.
-            self._members.pop(peer.id)
-            self._local.pop(peer.id, None)
         replay = self._log.replay(message.since, has_store=True)
         stored: list[StoredEvent] = []
         after, until = replay.store_after, replay.store_until
@@ -246,6 +257,11 @@ class SessionActor:
                 if not stored or stored[0].seq != after + 1 or len(stored) < wanted:
                     replay = attrs.evolve(replay, reset=True)  # trimmed meanwhile
                     stored = []
+        if peer.id in self._members:
+            # A repeated join is a resume request on a live membership. Taken out only
+            # now: had the store read failed, the member is still told `restart`.
+            self._members.pop(peer.id)
+            self._local.pop(peer.id, None)
         self._members[peer.id] = peer
         if not getattr(peer, "remote", False):
             self._local[peer.id] = peer
@@ -258,6 +274,7 @@ class SessionActor:
                 message.ref,
             )
         )
+        self._answered(message)
         if replay.reset:
             peer.send(wire.reset(self.session_id, self._log.seq, self._log.first_retained))
         else:
@@ -269,6 +286,14 @@ class SessionActor:
             for start in range(0, len(encoded), REPLAY_CHUNK):
                 peer.send_shared(SharedFrame(encode_batch(encoded[start : start + REPLAY_CHUNK])))
         await self._post_presence(peer.id, Track(peer.user_id, peer.name))
+
+    def _answered(self, message: JoinSession) -> None:
+        # Joins are handled in batch order: the one answered is the oldest unanswered.
+        if self._joins and self._joins[0] is message:
+            self._joins.popleft()
+
+    def _refuse_joins(self, messages: Iterable[object]) -> None:
+        refuse_joins(self.session_id, messages)
 
     async def _leave(self, message: LeaveSession) -> None:
         self._local.pop(message.peer.id, None)
@@ -401,7 +426,8 @@ class SessionActor:
 
     def _abandon_members(self, reason: str) -> None:
         for peer in self._members.values():
-            peer.session_lost(self.session_id, reason)
+            if not peer.closed:  # a closed one (e.g. 1001 at shutdown) needs no word
+                peer.session_lost(self.session_id, reason)
         self._members.clear()
         self._local.clear()
         # They left without a leave each: presence drops them all at once. Members who
@@ -416,6 +442,19 @@ class SessionActor:
 
     def status(self) -> dict[str, Any]:
         return {"members": len(self._members), "seq": self._log.seq}
+
+
+def refuse_joins(session_id: str, messages: Iterable[object]) -> None:
+    """Answer joins that no session actor will handle: the actor stopped first.
+
+    The joins it took from its mailbox but never got to, and — when it is gone for
+    good (its supervisor gave up) — those still queued (``ActorKind.on_orphaned``).
+    The dispatcher counted each connection as joined when it queued the join;
+    ``join_failed`` undoes that and answers with an ``error`` carrying the ref.
+    """
+    for message in messages:
+        if isinstance(message, JoinSession) and not message.peer.closed:
+            message.peer.join_failed(session_id, message.ref)
 
 
 def _answer(reply: trio.MemorySendChannel[int | Exception], value: int | Exception) -> None:
@@ -449,4 +488,4 @@ class _Pending:
         self.published_at.clear()
 
 
-__all__ = ["RetainedEvent", "SessionActor", "SessionConfig"]
+__all__ = ["RetainedEvent", "SessionActor", "SessionConfig", "refuse_joins"]

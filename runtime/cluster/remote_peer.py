@@ -50,3 +50,15 @@ class RemotePeer:
             "o": self.owner,
         }
         self._bus.publish(self._channel, envelope(header))
+
+    def join_failed(self, session_id: str, ref: Any) -> None:
+        # The member's node answers the join and stops counting the session (like "lost").
+        self.joined.discard(session_id)
+        header: dict[str, object] = {
+            "t": "refused",
+            "c": self.id,
+            "s": session_id,
+            "f": ref,
+            "o": self.owner,
+        }
+        self._bus.publish(self._channel, envelope(header))

@@ -178,6 +178,14 @@ class ClusterSessions:
             relay.members.pop(conn.id, None)
             relay.joining.pop(conn.id, None)
             conn.session_lost(session_id, str(header["r"]))
+        elif kind == "refused":  # the owner's actor stopped before handling the join
+            session_id = str(header["s"])
+            relay = self.relays.get(session_id)
+            if relay is None or relay.owner != sender:
+                return  # a former owner: the join is answered by the one this relay follows
+            relay.joining.pop(conn.id, None)
+            ref = header.get("f")
+            conn.join_failed(session_id, ref if isinstance(ref, str | int) else None)
 
     async def run_requests(self) -> None:
         """Requests from other nodes' relays, handled in arrival order.
@@ -443,8 +451,8 @@ class ClusteredSession:
                 await actor.run(task_status=task_status)
                 nursery.cancel_scope.cancel()
         finally:
-            if lost:
-                actor._abandon_members("restart")
+            # A lost lease cancels the actor, which tells its members (`restart`) and
+            # answers the joins it was handling itself (SessionActor.run).
             cluster.disown(self.session_id)
             with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                 await cluster.release(self.session_id)

@@ -141,6 +141,17 @@ class ClientConnection:
         self.joined.discard(session_id)
         self.send({"type": "session:left", "sessionId": session_id, "reason": reason})
 
+    def join_failed(self, session_id: str, ref: wire_messages.Ref) -> None:
+        self.joined.discard(session_id)
+        self.send(
+            wire_messages.error(
+                ErrorCode.INTERNAL,
+                "the session restarted before the join was handled; retry",
+                ref,
+                session_id=session_id,
+            )
+        )
+
     # -- lifecycle ----------------------------------------------------------------
 
     def accept_upgrade(self, headers: list[tuple[bytes, bytes]], target: str) -> None:
