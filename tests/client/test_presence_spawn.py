@@ -1,9 +1,8 @@
 """Presence never outranks the session: it is not spawned for nobody, and its loss is no crash.
 
 * A ``presence:update`` reaches only a presence actor that is already live: the
-  session actor's ``Track`` of a member is what spawns one. A connection that the
-  dispatcher holds as joined but no session actor holds as a member (its join was
-  lost in a session crash) used to spawn a presence actor with nobody in it.
+  session actor's ``Track`` of a member is what spawns one (an update spawning one
+  would leave an actor holding nobody).
 * A session actor that cannot reach its presence actor (its spawn fails: the
   ``presence`` supervisor gave up and is waiting to be restarted) goes on serving
   its event stream, and re-syncs presence once it can.
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 
+from actors.messages import SetPresence
 from runtime import metrics
 from runtime.gateways.memory import StoreError
 from runtime.supervisor import RestartPolicy
@@ -40,13 +40,17 @@ async def presence_children(server: TestServer) -> int:
     return int(tree["childCount"])
 
 
-async def test_a_presence_update_of_a_connection_no_session_holds_spawns_nothing(
+async def test_a_presence_update_never_spawns_a_presence_actor(
     autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with open_test_server(memory_retention=1) as server:
         node = server.node
         for n in range(2):  # only the last stays in memory: a resume from 0 reads the store
             await node.append_event("doc", "note", {"n": n}, "system")
+        assert not presence_live(server, "doc")
+        # The node's own gate: with no live presence actor an update is not posted, and
+        # none is spawned for it (a spawned one would hold nobody and linger).
+        assert not node.post_presence_update("doc", "c1", SetPresence({"cursor": [0, 0]}))
         assert not presence_live(server, "doc")
 
         async def store_down(*args: Any, **kwargs: Any) -> Any:
@@ -56,13 +60,14 @@ async def test_a_presence_update_of_a_connection_no_session_holds_spawns_nothing
         async with server.websocket(token=server.token("bob", name="Bob")) as ws:
             bob = Inbox(ws)
             with trio.fail_after(10):
-                # The session actor crashes reading the replay: the join is lost with it,
-                # while the dispatcher already counts bob as joined.
-                await bob.send(type="session:join", sessionId="doc", since=0, ref="j")
-                session = child(node.sessions_supervisor.children(), "session:doc")
-                await wait_until(lambda: session.restarts == 1, limit=5)
-                await bob.send(type="presence:update", sessionId="doc", state={"cursor": [1, 2]})
-                await trio.sleep(1.0)
+                # The session actor crashes reading the replay: the join is refused, so
+                # bob's presence update is refused by the dispatcher before any actor.
+                refused = await bob.request(type="session:join", sessionId="doc", since=0)
+                assert (refused["type"], refused["code"]) == ("error", "internal")
+                update = await bob.request(
+                    type="presence:update", sessionId="doc", state={"cursor": [1, 2]}, ref="p"
+                )
+                assert (update["type"], update["code"]) == ("error", "not_joined")
             assert not presence_live(server, "doc")
             assert await presence_children(server) == 0
 
