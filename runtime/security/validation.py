@@ -81,6 +81,14 @@ def _child_path(path: str, key: str) -> str:
     return f"{path}[{json.dumps(key)}]"
 
 
+# The fast walker recurses once per nesting level, bounded by ``max_depth`` before it
+# descends; above this depth limit only the iterative walker runs, so a generous limit
+# cannot make the Python stack the bound.
+_MAX_RECURSIVE_DEPTH = 256
+_NEG_MAX_SAFE_INT = -MAX_SAFE_INT
+_isfinite = math.isfinite
+
+
 def check_json_limits(
     value: object,
     *,
@@ -95,8 +103,110 @@ def check_json_limits(
 
     Depth counts containers (``{}`` at the top is depth 1). Strings are measured
     in characters. Only JSON types are accepted; floats must be finite and ints
-    within JavaScript's safe range. Iterative, so hostile nesting cannot exhaust
-    the Python stack, and it stops at the first violation.
+    within JavaScript's safe range. The first violation is the first in document
+    order; a container's own size and keys are checked before its values.
+
+    Every inbound message passes here, so a value is first run through
+    :func:`_fits`, which only answers "certainly fine" and builds no paths; only
+    when it cannot say so does :func:`_first_violation` (iterative, so hostile
+    nesting cannot exhaust the stack) walk again to name the violation.
+    """
+    if (type(value) is dict or type(value) is list) and max_depth <= _MAX_RECURSIVE_DEPTH:
+        left = _fits(value, 1, max_nodes - 1, max_depth, max_string, max_key, max_keys, max_array)
+        if left >= 0:
+            return None
+    return _first_violation(value, max_depth, max_string, max_key, max_keys, max_array, max_nodes)
+
+
+def _fits(
+    node: dict[Any, Any] | list[Any],
+    level: int,
+    budget: int,
+    max_depth: int,
+    max_string: int,
+    max_key: int,
+    max_keys: int,
+    max_array: int,
+) -> int:
+    """The node budget left after ``node``'s subtree, or -1 if it may break a limit.
+
+    ``node`` is a dict or list at nesting ``level`` (the top container is 1) and
+    ``budget`` how many more values may follow. Exact types only (what orjson
+    yields): anything else, including subclasses, answers -1 and leaves the
+    verdict to :func:`_first_violation`, so this never has to be right about
+    them. Recursion depth is at most ``max_depth``, checked before descending.
+    """
+    if level > max_depth:
+        return -1
+    if type(node) is dict:
+        if len(node) > max_keys:
+            return -1
+        budget -= len(node)
+        if budget < 0:
+            return -1
+        for key, item in node.items():
+            if type(key) is not str or len(key) > max_key or key in FORBIDDEN_KEYS:
+                return -1
+            kind = type(item)
+            if kind is str:
+                if len(item) > max_string:
+                    return -1
+            elif kind is int:
+                if item > MAX_SAFE_INT or item < _NEG_MAX_SAFE_INT:
+                    return -1
+            elif kind is dict or kind is list:
+                budget = _fits(
+                    item, level + 1, budget, max_depth, max_string, max_key, max_keys, max_array
+                )
+                if budget < 0:
+                    return -1
+            elif kind is float:
+                if not _isfinite(item):
+                    return -1
+            elif item is not None and kind is not bool:
+                return -1
+        return budget
+    if len(node) > max_array:
+        return -1
+    budget -= len(node)
+    if budget < 0:
+        return -1
+    for item in node:
+        kind = type(item)
+        if kind is str:
+            if len(item) > max_string:
+                return -1
+        elif kind is int:
+            if item > MAX_SAFE_INT or item < _NEG_MAX_SAFE_INT:
+                return -1
+        elif kind is dict or kind is list:
+            budget = _fits(
+                item, level + 1, budget, max_depth, max_string, max_key, max_keys, max_array
+            )
+            if budget < 0:
+                return -1
+        elif kind is float:
+            if not _isfinite(item):
+                return -1
+        elif item is not None and kind is not bool:
+            return -1
+    return budget
+
+
+def _first_violation(
+    value: object,
+    max_depth: int,
+    max_string: int,
+    max_key: int,
+    max_keys: int,
+    max_array: int,
+    max_nodes: int,
+) -> JsonLimitError | None:
+    """The reference walk: the first violation with its path, or None.
+
+    Iterative, so hostile nesting cannot exhaust the Python stack, and it stops
+    at the first violation. Slower than :func:`_fits` (a tuple and a path string
+    per value), so it runs only for values that one could not pass.
     """
     stack: list[tuple[Any, str, int]] = [(value, "$", 0)]
     nodes = 0
