@@ -8,7 +8,8 @@ feeds whole WebSocket text payloads to :func:`decode` and writes what
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import typing
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -76,6 +77,87 @@ def _make_converter() -> cattrs.Converter:
     return conv
 
 
+def _is_str(value: object) -> bool:
+    return type(value) is str
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int
+
+
+def _is_bool(value: object) -> bool:
+    return type(value) is bool
+
+
+def _is_ref(value: object) -> bool:
+    return value is None or type(value) is str or type(value) is int
+
+
+def _is_optional_int(value: object) -> bool:
+    return value is None or type(value) is int
+
+
+# For each field type the converter above structures by returning the value as it
+# is, a test that passes only values its hook accepts (exact types, so never a bool
+# for an int, never a subclass); None: the hook takes anything (``Any``). A hook
+# changed in _make_converter must change here: tests/unit/test_codec_fast_path.py
+# compares the shortcut with cattrs alone.
+_FAST_CHECKS: dict[object, Callable[[object], bool] | None] = {
+    str: _is_str,
+    int: _is_int,
+    bool: _is_bool,
+    Ref: _is_ref,
+    int | None: _is_optional_int,
+    Any: None,
+}
+
+FastStructure = Callable[[dict[str, Any]], Any]
+
+
+def _fast_structure(cls: type) -> FastStructure | None:
+    """A shortcut past cattrs for a message that has exactly the shape ``cls`` accepts.
+
+    cattrs with detailed validation costs ~3 µs a message (a try block, notes and
+    an intermediate dict per field), and every inbound message pays it. The
+    shortcut returns ``cls(**fields)`` (the same call, so the same validators)
+    when every key is a field's camelCase name, every required field is there
+    and every value passes the check of its type in ``_FAST_CHECKS``; otherwise,
+    or when the constructor raises, it returns None and the caller takes the
+    cattrs path, which then reports the error exactly as before. None for a
+    class with a field type outside ``_FAST_CHECKS``, a field not in ``__init__``
+    or one named ``type`` on the wire.
+    """
+    hints = typing.get_type_hints(cls)
+    spec: list[tuple[str, str, Callable[[object], bool] | None, bool]] = []
+    for field in attrs.fields(cls):
+        wire = _camel(field.name)
+        if not field.init or wire == "type" or hints[field.name] not in _FAST_CHECKS:
+            return None
+        check = _FAST_CHECKS[hints[field.name]]
+        spec.append((wire, field.alias, check, field.default is attrs.NOTHING))
+    fields = tuple(spec)
+
+    def structure(value: dict[str, Any]) -> Any:
+        # ``value`` is the whole message, so it also holds "type".
+        kwargs: dict[str, object] = {}
+        for wire, alias, check, required in fields:
+            if wire in value:
+                item = value[wire]
+                if check is not None and not check(item):
+                    return None
+                kwargs[alias] = item
+            elif required:
+                return None
+        if len(kwargs) + 1 != len(value):
+            return None  # a key that is not a field: cattrs names it
+        try:
+            return cls(**kwargs)
+        except Exception:
+            return None  # a validator refused: cattrs runs it again and reports it
+
+    return structure
+
+
 def _register_camel(conv: cattrs.Converter, cls: type) -> None:
     """Structure ``cls`` from camelCase keys, refusing unknown ones."""
     renames = {
@@ -88,6 +170,9 @@ def _register_camel(conv: cattrs.Converter, cls: type) -> None:
 
 
 _converter = _make_converter()
+_fast_structures: dict[type, FastStructure | None] = {
+    cls: _fast_structure(cls) for cls in CLIENT_TYPES.values()
+}
 _AT_PATH = re.compile(r"^(?P<what>.*) @ (?P<path>\$.*)$")
 
 
@@ -145,8 +230,14 @@ def decode(payload: bytes | str, limits: Limits) -> list[ClientMessage | DecodeE
     return [decode_value(value, limits, "$")]
 
 
-def decode_value(value: JSON, limits: Limits, path: str = "$") -> ClientMessage | DecodeError:
-    """Structure one decoded JSON value into a client message."""
+def decode_value(
+    value: JSON, limits: Limits, path: str = "$", *, fast: bool = True
+) -> ClientMessage | DecodeError:
+    """Structure one decoded JSON value into a client message.
+
+    ``fast=False`` skips the shortcut past cattrs (:func:`_fast_structure`): the
+    reference behaviour the tests compare the shortcut with.
+    """
     if not isinstance(value, dict):
         return DecodeError(ErrorCode.INVALID_MESSAGE, "a message must be a JSON object", path)
     ref = value.get("ref")
@@ -163,6 +254,12 @@ def decode_value(value: JSON, limits: Limits, path: str = "$") -> ClientMessage 
         return DecodeError(
             ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}", path + ".type", ref
         )
+    if fast and type(value) is dict:
+        shortcut = _fast_structures.get(cls)
+        if shortcut is not None:
+            message = shortcut(value)
+            if message is not None:
+                return message  # type: ignore[no-any-return]
     fields = {k: v for k, v in value.items() if k != "type"}
     try:
         return _converter.structure(fields, cls)
@@ -212,3 +309,4 @@ def register_client_type(tag: str, cls: type) -> None:
     """Add a client message type from another module (camelCase keys, unknown ones refused)."""
     CLIENT_TYPES[tag] = cls
     _register_camel(_converter, cls)
+    _fast_structures[cls] = _fast_structure(cls)
