@@ -11,6 +11,7 @@ import json
 import math
 import re
 import unicodedata
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -138,40 +139,22 @@ def _fits(
     """
     if level > max_depth:
         return -1
+    items: Iterable[Any]
     if type(node) is dict:
         if len(node) > max_keys:
             return -1
-        budget -= len(node)
-        if budget < 0:
-            return -1
-        for key, item in node.items():
+        for key in node:
             if type(key) is not str or len(key) > max_key or key in FORBIDDEN_KEYS:
                 return -1
-            kind = type(item)
-            if kind is str:
-                if len(item) > max_string:
-                    return -1
-            elif kind is int:
-                if item > MAX_SAFE_INT or item < _NEG_MAX_SAFE_INT:
-                    return -1
-            elif kind is dict or kind is list:
-                budget = _fits(
-                    item, level + 1, budget, max_depth, max_string, max_key, max_keys, max_array
-                )
-                if budget < 0:
-                    return -1
-            elif kind is float:
-                if not _isfinite(item):
-                    return -1
-            elif item is not None and kind is not bool:
-                return -1
-        return budget
-    if len(node) > max_array:
-        return -1
+        items = node.values()
+    else:
+        if len(node) > max_array:
+            return -1
+        items = node
     budget -= len(node)
     if budget < 0:
         return -1
-    for item in node:
+    for item in items:
         kind = type(item)
         if kind is str:
             if len(item) > max_string:
