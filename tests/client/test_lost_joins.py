@@ -41,6 +41,26 @@ def joined_on_server(server: TestServer, connection_id: str) -> set[str]:
     return set(server.node.connections[connection_id].joined)
 
 
+async def escalate_sessions(server: TestServer) -> None:
+    """Crash session "doc" until the sessions supervisor escalates (more than 5 in 10 s)."""
+    node = server.node
+    await node.append_event("doc", "spawn", None, "system")
+    for _ in range(6):
+        await wait_until(
+            lambda: (
+                (c := child(node.sessions_supervisor.children(), "session:doc")) is not None
+                and c.state == "running"
+            )
+        )
+        assert await node.inject_failure("session:doc")
+        await wait_until(
+            lambda: (
+                (c := child(node.sessions_supervisor.children(), "session:doc")) is None
+                or c.state != "running"
+            )
+        )
+
+
 async def connect(server: TestServer, stack: AsyncExitStack, user: str) -> tuple[Inbox, str]:
     ws = await stack.enter_async_context(server.websocket(token=server.token(user, name=user)))
     inbox = Inbox(ws)
@@ -179,23 +199,7 @@ async def test_an_escalation_tells_every_member_and_refuses_pending_joins(
                 await dave.send(type="session:join", sessionId="other", ref="jd")
                 await wait_until(lambda: session_depth(server, "other") == 1)
 
-                # Crash "doc" until the sessions supervisor escalates (more than 5 in 10 s).
-                await node.append_event("doc", "spawn", None, "system")
-                for _ in range(6):
-                    await wait_until(
-                        lambda: (
-                            (c := child(node.sessions_supervisor.children(), "session:doc"))
-                            is not None
-                            and c.state == "running"
-                        )
-                    )
-                    assert await node.inject_failure("session:doc")
-                    await wait_until(
-                        lambda: (
-                            (c := child(node.sessions_supervisor.children(), "session:doc")) is None
-                            or c.state != "running"
-                        )
-                    )
+                await escalate_sessions(server)
 
                 for inbox in (alice, bob):
                     left = await inbox.next_of("session:left")
