@@ -35,7 +35,7 @@ from actors.messages import (
     merge_presence,
 )
 from actors.presence.actor import PresenceActor, PresenceConfig
-from actors.session.actor import SessionActor, SessionConfig, refuse_joins
+from actors.session.actor import SessionActor, SessionConfig, answer_orphaned
 from runtime.access import RateGate, SessionAccess
 from runtime.actor import BatchPolicy, Fail
 from runtime.api.audit import AuditApi
@@ -133,8 +133,9 @@ class TandemNode:
             lambda: Mailbox(settings.mailbox_size),
             lambda sid, mailbox: self.make_session_actor(sid, mailbox),
             self.sessions_supervisor,
-            # Joins still queued when the `sessions` supervisor gives up get an answer.
-            on_orphaned=refuse_joins,
+            # Requests still queued when the `sessions` supervisor gives up get an answer:
+            # joins are refused, appends and participants questions told "unavailable".
+            on_orphaned=answer_orphaned,
         )
         self.presence_kind: ActorKind[CoalescingMailbox[str, PresenceMessage]] = ActorKind(
             "presence",

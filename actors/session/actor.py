@@ -43,6 +43,7 @@ from actors.presence.roster import Roster
 from actors.session.state import RetainedEvent, SessionLog
 from runtime import metrics
 from runtime.actor import BatchPolicy, run_batch_loop
+from runtime.cluster.requests import OwnerUnavailable
 from runtime.gateways.database import DatabaseError
 from runtime.gateways.memory import SeqConflict, StoreError, normalize_ts
 from runtime.gateways.store import EventStore, StoredEvent
@@ -457,7 +458,27 @@ def refuse_joins(session_id: str, messages: Iterable[object]) -> None:
             message.peer.join_failed(session_id, message.ref)
 
 
-def _answer(reply: trio.MemorySendChannel[int | Exception], value: int | Exception) -> None:
+def answer_orphaned(session_id: str, messages: list[object]) -> None:
+    """Answer the requests left in the mailbox of a session actor gone for good.
+
+    ``ActorKind.on_orphaned``: its supervisor gave up, nobody reads these. Joins are
+    refused (:func:`refuse_joins`); a server-side append and a participants question
+    get :class:`OwnerUnavailable`, which their callers already report as unavailable
+    (the participants API's 503, a comment's ``overloaded``) instead of waiting out
+    their own limits, or an empty list passing for "nobody is there". Publishes and
+    leaves are not answered here: the actor's own ``run`` told its members
+    ``session:left``, and a client takes its unacknowledged publishes as lost.
+    """
+    refuse_joins(session_id, messages)
+    gone = OwnerUnavailable(f"session {session_id} stopped before handling the request; retry")
+    for message in messages:
+        if isinstance(message, AppendEvent):
+            _answer(message.reply, gone)
+        elif isinstance(message, GetParticipants):
+            _answer(message.reply, gone)
+
+
+def _answer(reply: trio.MemorySendChannel[Any], value: object) -> None:
     try:
         reply.send_nowait(value)
     except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -488,4 +509,4 @@ class _Pending:
         self.published_at.clear()
 
 
-__all__ = ["RetainedEvent", "SessionActor", "SessionConfig", "refuse_joins"]
+__all__ = ["RetainedEvent", "SessionActor", "SessionConfig", "answer_orphaned", "refuse_joins"]

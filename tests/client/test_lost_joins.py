@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 import trio
 
 from client import Disconnected, TandemError, open_tandem_client
+from runtime.cluster.requests import ClusterRequestError
 from runtime.gateways.memory import SeqConflict, StoreError
 from runtime.testing import open_test_server
 from runtime.testing.server import TestServer
@@ -233,6 +235,64 @@ async def test_an_escalation_tells_every_member_and_refuses_pending_joins(
             with trio.fail_after(10):
                 assert {p["userId"] for p in await node.participants("other")} == {"alice"}
                 assert not [m for m in await alice.quiet(0.1) if m["type"] == "participant:joined"]
+
+
+async def test_an_escalation_answers_queued_appends_and_participant_questions(
+    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queued behind a join when the sessions supervisor gives up, they hear "unavailable".
+
+    At once, not at their own limits: a server-side append had none (it waited for
+    good), and a participants question returned [] after ``mailbox_timeout``, which
+    reads as "nobody is there".
+    """
+    async with open_test_server(memory_retention=1) as server:
+        node = server.node
+        for n in range(2):  # a resume of "other" from 0 reads the store
+            await node.append_event("other", "note", {"n": n}, "system")
+        real_read = node.store.read_since
+        reading = trio.Event()
+        hold = trio.Event()  # never set: the replay read hangs until the escalation
+
+        async def read_since(session_id: str, *args: Any) -> Any:
+            if session_id == "other":
+                reading.set()
+                await hold.wait()
+            return await real_read(session_id, *args)
+
+        monkeypatch.setattr(node.store, "read_since", read_since)
+        answers: dict[str, tuple[object, float]] = {}
+
+        async def ask(name: str, question: Callable[[], Awaitable[object]]) -> None:
+            try:
+                answer = await question()
+            except Exception as exc:
+                answer = exc
+            answers[name] = (answer, trio.current_time())
+
+        async with trio.open_nursery() as nursery, _stack() as stack:
+            carol, _ = await connect(server, stack, "carol")
+            with trio.fail_after(30):
+                await carol.send(type="session:join", sessionId="other", since=0, ref="jc")
+                await reading.wait()
+                nursery.start_soon(
+                    ask, "append", lambda: node.append_event("other", "late", None, "system")
+                )
+                await wait_until(lambda: session_depth(server, "other") == 1)
+                nursery.start_soon(ask, "participants", lambda: node.participants("other"))
+                await wait_until(lambda: session_depth(server, "other") == 2)
+                queued_at = trio.current_time()
+
+                await escalate_sessions(server)
+                refused = await carol.next_of("error", "session:joined")
+                assert (refused["code"], refused["ref"]) == ("internal", "jc")
+                await wait_until(lambda: len(answers) == 2)
+            for name in ("append", "participants"):
+                answer, at = answers[name]
+                # What the HTTP API maps to 503 and comments to ``Unavailable``.
+                assert isinstance(answer, ClusterRequestError), (name, answer)
+                assert at < queued_at + node.settings.mailbox_timeout, name
+            nursery.cancel_scope.cancel()
 
 
 async def test_the_python_client_raises_on_a_refused_join_and_retries_a_refused_rejoin(
