@@ -112,6 +112,9 @@ class SessionActor:
         # The joins of the batch being handled that were not answered yet, in order. If
         # the actor stops meanwhile they are refused (`error`), never left unanswered.
         self._joins: deque[JoinSession] = deque()
+        # The batch being handled: if the actor stops in it, its server-side appends and
+        # participants questions are answered (OwnerUnavailable), never left waiting.
+        self._batch: list[SessionMessage] = []
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -142,6 +145,8 @@ class SessionActor:
             # Crash or cancellation: only non-blocking calls here, and re-raised.
             self._refuse_joins(self._joins)
             self._joins.clear()
+            answer_requests(self.session_id, self._batch, "stopped while handling")
+            self._batch = []
             self._abandon_members("restart")
             raise
         # Closed for shutdown and drained: members are being disconnected anyway.
@@ -168,6 +173,7 @@ class SessionActor:
     # -- message handling ---------------------------------------------------------
 
     async def handle(self, batch: list[SessionMessage]) -> None:
+        self._batch = batch
         self._joins = deque(m for m in batch if isinstance(m, JoinSession))
         pending = _Pending()
         for message in batch:
@@ -198,6 +204,7 @@ class SessionActor:
                 except (trio.WouldBlock, trio.BrokenResourceError):
                     pass  # the asker gave up
         await self._flush(pending)
+        self._batch = []  # answered
         if self._presence_lost and self._members and trio.current_time() >= self._presence_retry_at:
             await self._sync_presence()
 
@@ -470,11 +477,21 @@ def answer_orphaned(session_id: str, messages: list[object]) -> None:
     ``session:left``, and a client takes its unacknowledged publishes as lost.
     """
     refuse_joins(session_id, messages)
-    gone = OwnerUnavailable(f"session {session_id} stopped before handling the request; retry")
+    answer_requests(session_id, messages, "stopped before handling")
+
+
+def answer_requests(session_id: str, messages: Iterable[object], when: str) -> None:
+    """Answer the server-side appends and participants questions among ``messages``
+    with :class:`OwnerUnavailable`: their session actor stopped ``when`` them.
+
+    One already answered keeps its answer (a reply channel holds one; a second
+    answer is never read). An append cut off after its batch was stored may be
+    in the stream even so: the caller's retry is at-least-once, as after any
+    ``DatabaseUnavailable``.
+    """
+    gone = OwnerUnavailable(f"session {session_id} {when} the request; retry")
     for message in messages:
-        if isinstance(message, AppendEvent):
-            _answer(message.reply, gone)
-        elif isinstance(message, GetParticipants):
+        if isinstance(message, AppendEvent | GetParticipants):
             _answer(message.reply, gone)
 
 

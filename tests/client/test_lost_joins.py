@@ -361,3 +361,30 @@ async def _publish_ignoring_loss(client: Any) -> None:
 
 def _stack() -> AsyncExitStack:
     return AsyncExitStack()
+
+
+async def test_an_append_in_a_batch_that_crashes_is_answered(
+    autojump_clock: trio.testing.MockClock, server: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server-side append (HTTP API, comments) whose batch crashes the actor gets an
+    error at once instead of waiting for a reply nobody will send."""
+    node = server.node
+    await node.append_event("doc", "note", {"n": 0}, "system")  # the actor is live
+    real_append = node.store.append
+    conflicts = 0
+
+    async def append(events: Any) -> None:
+        nonlocal conflicts
+        if conflicts == 0:
+            conflicts += 1
+            raise SeqConflict("another writer moved the head")
+        await real_append(events)
+
+    monkeypatch.setattr(node.store, "append", append)
+    session = child(node.sessions_supervisor.children(), "session:doc")
+    with trio.fail_after(10):
+        with pytest.raises(ClusterRequestError, match="stopped while handling"):
+            await node.append_event("doc", "note", {"n": 1}, "system")
+        await wait_until(lambda: session.restarts == 1, limit=5)
+        # The successor rehydrated from the store: the next append takes the next seq.
+        assert await node.append_event("doc", "note", {"n": 2}, "system") == 2
