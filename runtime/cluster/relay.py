@@ -21,7 +21,6 @@ from actors.messages import (
     GetParticipants,
     JoinSession,
     LeaveSession,
-    Peer,
     PublishEvent,
     SessionMessage,
 )
@@ -55,8 +54,9 @@ class Relay:
         self.mailbox = mailbox
         self.owner = owner
         self.members: dict[str, ClientConnection] = {}
-        # Joins forwarded, not answered yet: if the owner dies now, they must hear it too.
-        self.joining: dict[str, Peer] = {}
+        # Joins forwarded, not answered yet: if the owner dies now, they must hear it too
+        # (and if the relay stops, they are refused with their ref).
+        self.joining: dict[str, JoinSession] = {}
         self.token = secrets.token_hex(4)
         self.stale = False  # a frame from another owner arrived: the lease moved
         self._waiting = trio.CancelScope()  # the wait for the next message
@@ -80,10 +80,41 @@ class Relay:
                 conn.send_shared(frame)
 
     def _abandon(self, reason: str) -> None:
-        for conn in {**self.joining, **self.members}.values():
+        joining = {conn_id: join.peer for conn_id, join in self.joining.items()}
+        for conn in {**joining, **self.members}.values():
             conn.session_lost(self.session_id, reason)
         self.members.clear()
         self.joining.clear()
+
+    def _stopped(self) -> None:
+        """The relay crashed or was cancelled: nobody may stay joined through it.
+
+        As a session actor does when it stops (``SessionActor.run``): members are
+        told ``restart`` (they rejoin, through this relay's successor), joins it
+        forwarded and was waiting on are refused with their ref. The owner is told
+        they left (a ``leave`` each, published without blocking, after any join it
+        forwarded): it would otherwise keep them tracked in presence as ghosts, since
+        their node is alive. Non-blocking calls only: this runs on cancellation.
+        """
+        sid = self.session_id
+        gone = [*self.joining, *self.members]
+        for join in self.joining.values():
+            if not join.peer.closed:
+                join.peer.join_failed(sid, join.ref)
+        for conn in self.members.values():
+            if not conn.closed:  # a closed one (e.g. 1001 at shutdown) needs no word
+                conn.session_lost(sid, "restart")
+        self.joining.clear()
+        self.members.clear()
+        if self.owner is None:
+            return
+        for conn_id in dict.fromkeys(gone):
+            try:
+                self.cluster.forward(
+                    self.owner, {"op": "leave", "s": sid, "c": conn_id, "ref": None, "reply": False}
+                )
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # the node's bus is gone (shutdown): the node lease drops them
 
     async def run(self, task_status: trio.TaskStatus[None]) -> bool:
         """True when the owner went away (try to take over), False when done."""
@@ -99,6 +130,10 @@ class Relay:
                     return await self._relay(task_status)
                 finally:
                     nursery.cancel_scope.cancel()  # pending questions answer "unavailable"
+        except BaseException:
+            # Crash or cancellation (the sessions supervisor escalated): re-raised.
+            self._stopped()
+            raise
         finally:
             cluster.bus.on_reconnect.remove(self._reconnected)
             if cluster.relays.get(self.session_id) is self:
@@ -165,7 +200,7 @@ class Relay:
         if isinstance(message, JoinSession):
             conn = message.peer
             self.members.pop(conn.id, None)  # joined again: live once the owner answers
-            self.joining[conn.id] = conn
+            self.joining[conn.id] = message
             self.cluster.forward(
                 self.owner,
                 {
