@@ -1,13 +1,16 @@
-"""Helpers for reading a client's message stream in tests."""
+"""Helpers for reading a client's message stream in tests, and for refused joins."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import trio
 
 from client import Message, TandemClient
+from runtime.gateways.memory import StoreError
+from tests.e2e.conftest import Inbox
 
 
 async def next_message(
@@ -44,3 +47,34 @@ async def wait_until(predicate: Callable[[], bool], *, limit: float = 30.0) -> N
     with trio.fail_after(limit):
         while not predicate():  # noqa: ASYNC110 - polling observable state is the point
             await trio.sleep(0.001)
+
+
+def break_replay_reads(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``store.read_since`` fail: a join that must replay from the store crashes
+    the session actor reading it (``monkeypatch.undo()`` mends it)."""
+
+    async def store_down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("store down")
+
+    monkeypatch.setattr(store, "read_since", store_down)
+
+
+async def rejoin_after_refused_join(
+    member: Inbox, monkeypatch: pytest.MonkeyPatch, is_joined: Callable[[], bool]
+) -> None:
+    """After ``member``'s join of "doc" (events 1-2 stored) was refused: it is not a
+    member (publishing is ``not_joined``); once the store is mended a join from 0
+    replays 1 and 2, the next publish is seq 3, and ``is_joined()`` holds again."""
+    with trio.fail_after(10):
+        publish = await member.request(type="event:publish", sessionId="doc", name="x", ref="p")
+    assert (publish["type"], publish["code"]) == ("error", "not_joined")
+
+    monkeypatch.undo()
+    with trio.fail_after(10):
+        joined = await member.request(type="session:join", sessionId="doc", since=0)
+        assert (joined["type"], joined["seq"]) == ("session:joined", 2)
+        assert [e["seq"] for e in await member.events("doc", 2)] == [1, 2]
+        ack = await member.request(type="event:publish", sessionId="doc", name="x")
+    assert (ack["type"], ack["seq"]) == ("event:ack", 3)
+    assert is_joined()
+    assert not [m for m in member.pending if m["type"] == "error"]

@@ -17,11 +17,10 @@ import trio
 
 from actors.messages import SetPresence
 from runtime import metrics
-from runtime.gateways.memory import StoreError
 from runtime.supervisor import RestartPolicy
 from runtime.testing import open_test_server
 from runtime.testing.server import TestServer
-from tests.client.helpers import wait_until
+from tests.client.helpers import break_replay_reads, wait_until
 from tests.e2e.conftest import Inbox
 
 
@@ -53,10 +52,7 @@ async def test_a_presence_update_never_spawns_a_presence_actor(
         assert not node.post_presence_update("doc", "c1", SetPresence({"cursor": [0, 0]}))
         assert not presence_live(server, "doc")
 
-        async def store_down(*args: Any, **kwargs: Any) -> Any:
-            raise StoreError("store down")
-
-        monkeypatch.setattr(node.store, "read_since", store_down)
+        break_replay_reads(node.store, monkeypatch)
         async with server.websocket(token=server.token("bob", name="Bob")) as ws:
             bob = Inbox(ws)
             with trio.fail_after(10):
