@@ -15,7 +15,7 @@ import trio
 from client import TandemClient, open_tandem_client
 from runtime.testing.server import TestServer
 from tests.client.conftest import Connect
-from tests.client.helpers import next_message
+from tests.client.helpers import next_message, wait_until
 from tests.e2e.conftest import Inbox
 
 View = dict[str, dict[str, Any]]
@@ -84,10 +84,8 @@ async def test_a_user_who_left_while_presence_was_down_leaves_every_view(
         )
 
         assert await server.node.inject_failure("presence:doc")
-        with trio.fail_after(1):
-            # Polled on the MockClock (1 ms steps; the backoff lasts 50 ms): nothing to wait on.
-            while child_state(server, "presence:doc") != "backoff":  # noqa: ASYNC110
-                await trio.sleep(0.001)
+        # Polled on the MockClock (1 ms steps; the backoff lasts 50 ms): nothing to wait on.
+        await wait_until(lambda: child_state(server, "presence:doc") == "backoff", limit=1)
         await bob.leave("doc")  # its Untrack waits for a fresh presence actor, which knows nobody
 
         truth = {"alice": record("alice", "Alice", {"cursor": [1, 1]})}
