@@ -318,9 +318,9 @@ class Dispatcher:
             # Over the limit: keep only the newest; the flusher sends it when allowed.
             self._held_presence[f"{conn.id}\x00{message.session_id}"] = (conn, message.state)
             return
-        await self._post_presence(conn, message.session_id, message.state)
+        self._post_presence(conn, message.session_id, message.state)
 
-    async def _post_presence(self, conn: ClientConnection, session_id: str, state: Any) -> None:
+    def _post_presence(self, conn: ClientConnection, session_id: str, state: Any) -> None:
         update = SetPresence(state, at=trio.current_time())
         router = self._node.presence_router
         if router is not None and router(session_id, conn, update):
@@ -329,7 +329,7 @@ class Dispatcher:
         # to and is dropped, as a fresh actor would drop it (TandemNode.post_presence_update).
         self._node.post_presence_update(session_id, conn.id, update)
 
-    async def flush_held_presence(self) -> None:
+    def flush_held_presence(self) -> None:
         """Send held-back presence updates whose bucket has room again (called periodically)."""
         for key, (conn, state) in list(self._held_presence.items()):
             session_id = key.split("\x00", 1)[1]
@@ -337,7 +337,7 @@ class Dispatcher:
                 del self._held_presence[key]
             elif not self._rates.retry_after(Kind.PRESENCE_PER_CONNECTION, conn.id):
                 del self._held_presence[key]
-                await self._post_presence(conn, session_id, state)
+                self._post_presence(conn, session_id, state)
 
     async def revalidate(self, conn: ClientConnection, session_id: str) -> None:
         """Re-resolve a joined connection's role (membership or token changed).

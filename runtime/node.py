@@ -388,7 +388,7 @@ class TandemNode:
         """Presence updates held back by their rate limit go out as the bucket refills."""
         while True:
             await trio.sleep(0.05)
-            await self.dispatcher.flush_held_presence()
+            self.dispatcher.flush_held_presence()
 
     # -- security events ------------------------------------------------------------
 
