@@ -59,6 +59,9 @@ class Settings:
     outbound_limit: int = _setting(
         4 * 1024 * 1024, "queued outbound bytes per connection (4000 past it)"
     )
+    compression: bool = _setting(
+        True, "accept permessage-deflate (WebSocket compression) from clients that offer it"
+    )
     mailbox_size: int = _setting(1024, "messages a session mailbox holds before senders wait")
     mailbox_timeout: float = _setting(
         5.0, "seconds a request waits for mailbox room before `overloaded`"

@@ -50,6 +50,7 @@ class SocketGateway:
             max_message_bytes=settings.max_message_bytes,
             outbound_bytes=settings.outbound_limit,
             max_sessions=settings.max_sessions_per_connection,
+            compression=settings.compression,
         )
         self._allowed_origins = {
             o.strip() for o in settings.allowed_origins.split(",") if o.strip()

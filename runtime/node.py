@@ -455,6 +455,8 @@ class TandemNode:
             "connections": {
                 "open": len(self.connections),
                 "opened": self.gateway.connections_opened,
+                # permessage-deflate negotiated (browsers offer it; most libraries do not)
+                "compressed": sum(1 for c in self.connections.values() if c.deflate),
                 "slowest": [c.status() for c in queued[:5] if c.outbound_queued],
             },
             "sessions": self.registry.count(self.session_kind),

@@ -3,9 +3,11 @@
 Why this exists: wsproto's receive path (a generator step, a ``Buffer`` and a
 ``Frame`` tuple per frame, an XOR masker object per frame, an event object per
 fragment) was about 30 % of the server's CPU in a presence storm of many small
-messages (docs/performance.md). Tandem negotiates no extensions and needs
-little: whole text messages, pings, pongs, closes, and failures with the close
-code RFC 6455 asks for. That is small enough to write plainly, once.
+messages (docs/performance.md). Tandem needs little: whole text messages,
+pings, pongs, closes, failures with the close code RFC 6455 asks for, and
+permessage-deflate without client context takeover (RFC 7692; each compressed
+message is inflated on its own, :mod:`runtime.protocol.deflate`). That is small
+enough to write plainly, once.
 
 Sans-IO, like h11 and wsproto (which still does the HTTP upgrade): no sockets
 and no trio. Feed the bytes read from the socket to
@@ -28,9 +30,12 @@ from __future__ import annotations
 
 import codecs
 import enum
+import zlib
 from typing import TypeAlias
 
 import attrs
+
+from runtime.protocol import deflate
 
 # Close codes this module produces (RFC 6455 section 7.4.1).
 PROTOCOL_ERROR = 1002
@@ -110,17 +115,35 @@ class ServerWebSocket:
     ``max_message_bytes`` bounds a whole message (all its fragments): a frame
     whose header says it would pass the bound fails with 1009 before any of
     its payload is buffered, so a client cannot make the server hold more than
-    one message of at most that size (plus a frame header and one read).
+    one message of at most that size (plus a frame header and one read). A
+    compressed message (``deflate``: permessage-deflate was negotiated) is
+    bounded twice: its compressed frames as above, and its inflated size, which
+    fails with 1009 as soon as inflating passes the bound (no zip bombs).
     """
 
     # One per client connection: kept to a few slots (docs/performance.md counts
-    # the bytes of an idle connection). Text fragments live only while a
-    # fragmented message is in flight.
-    __slots__ = ("_buffer", "_decoder", "_max", "_need", "_opcode", "_parts", "_size", "state")
+    # the bytes of an idle connection). Text fragments and the inflater live only
+    # while a message is in flight.
+    __slots__ = (
+        "_buffer",
+        "_decoder",
+        "_deflate",
+        "_inflated",
+        "_inflater",
+        "_max",
+        "_need",
+        "_opcode",
+        "_parts",
+        "_size",
+        "state",
+    )
 
-    def __init__(self, max_message_bytes: int) -> None:
+    def __init__(self, max_message_bytes: int, *, deflate: bool = False) -> None:
         self.state = State.OPEN
         self._max = max_message_bytes
+        self._deflate = deflate  # RSV1 marks a compressed message
+        self._inflater: zlib._Decompress | None = None  # of the compressed message in flight
+        self._inflated = 0  # its inflated bytes so far
         # Unparsed bytes (an incomplete frame); None once a close or failure ended reading.
         self._buffer: bytearray | None = bytearray()
         self._need = 0  # bytes the buffered frame needs before parsing can progress
@@ -173,8 +196,9 @@ class ServerWebSocket:
             b1 = view[pos + 1]
             opcode = b0 & 0x0F
             length = b1 & 0x7F
+            compressed = b0 & 0x40
             if b0 & 0x70:
-                raise _Fail(PROTOCOL_ERROR, "reserved bits set; no extension was negotiated")
+                self._check_reserved_bits(b0, opcode)
             if not b1 & 0x80:
                 raise _Fail(PROTOCOL_ERROR, "client frames must be masked")
             if opcode & 0x08:
@@ -223,12 +247,14 @@ class ServerWebSocket:
             payload = _unmask(view[pos + header : frame_end], view[pos + header - 4 : pos + header])
             pos = frame_end
             fin = b0 & 0x80
-            if opcode == _TEXT and fin:  # the hot case: a whole message in one frame
+            if opcode == _TEXT and fin and not compressed:  # the hot case: one whole frame
                 try:
                     events.append(payload.decode())
                 except UnicodeDecodeError:
                     raise _Fail(INVALID_DATA, "text message is not valid UTF-8") from None
             elif opcode < _CLOSE:
+                if compressed:
+                    self._inflater = deflate.inflater()
                 self._data_frame(opcode, fin, payload, events)
             elif opcode == _PING:
                 events.append(Ping(payload))
@@ -238,6 +264,16 @@ class ServerWebSocket:
                 events.append(self._close(payload))
                 return pos
 
+    def _check_reserved_bits(self, b0: int, opcode: int) -> None:
+        """Fail unless the only reserved bit is RSV1 on the first frame of a compressed message."""
+        if not self._deflate:
+            raise _Fail(PROTOCOL_ERROR, "reserved bits set; no extension was negotiated")
+        if b0 & 0x30:
+            raise _Fail(PROTOCOL_ERROR, "RSV2 or RSV3 set; permessage-deflate uses only RSV1")
+        if opcode == _CONTINUATION or opcode & 0x08:
+            # RFC 7692 section 6: only a message's first frame says it is compressed.
+            raise _Fail(PROTOCOL_ERROR, "RSV1 set on a continuation or control frame")
+
     def _data_frame(self, opcode: int, fin: int, payload: bytes, events: list[Event]) -> None:
         """A fragment of a message (or a whole binary one): reassemble, check UTF-8 as it comes."""
         if opcode != _CONTINUATION:
@@ -246,6 +282,8 @@ class ServerWebSocket:
                 self._decoder = _utf8_decoder()
                 self._parts = []
         self._size += len(payload)
+        if self._inflater is not None:
+            payload = self._inflate(payload, fin)
         decoder = self._decoder
         if decoder is not None:
             assert self._parts is not None
@@ -260,11 +298,30 @@ class ServerWebSocket:
             assert self._parts is not None
             events.append("".join(self._parts))
         else:
-            events.append(BinaryMessage(self._size))
+            events.append(BinaryMessage(self._size if self._inflater is None else self._inflated))
         self._opcode = 0
         self._size = 0
         self._parts = None
         self._decoder = None
+        self._inflater = None
+        self._inflated = 0
+
+    def _inflate(self, data: bytes, fin: int) -> bytes:
+        """Inflate one fragment of a compressed message, never past ``max_message_bytes``."""
+        inflater = self._inflater
+        assert inflater is not None
+        if fin:
+            data += deflate.TAIL  # RFC 7692 section 7.2.2: the sender dropped it
+        room = self._max - self._inflated
+        try:
+            # Asking for one byte more than the room left tells "too big" from "exactly full".
+            out = inflater.decompress(data, room + 1)
+        except zlib.error:
+            raise _Fail(INVALID_DATA, "compressed message is not valid DEFLATE data") from None
+        if len(out) > room:
+            raise _Fail(MESSAGE_TOO_BIG, f"message over {self._max} bytes once inflated")
+        self._inflated += len(out)
+        return out
 
     def _close(self, payload: bytes) -> Close:
         if not payload:
@@ -289,6 +346,7 @@ class ServerWebSocket:
         self._buffer = None
         self._parts = None
         self._decoder = None
+        self._inflater = None
 
     # -- sending ------------------------------------------------------------------
 

@@ -21,10 +21,11 @@ from wsproto.connection import ConnectionType
 from wsproto.events import AcceptConnection, Request
 
 from runtime import metrics
+from runtime.protocol import deflate
 from runtime.protocol import messages as wire_messages
 from runtime.protocol.codec import encode
 from runtime.protocol.errors import CloseCode, ErrorCode
-from runtime.protocol.frames import SharedFrame, text_frame
+from runtime.protocol.frames import SharedFrame, deflated_text_frame, text_frame
 from runtime.protocol.websocket import (
     BinaryMessage,
     Close,
@@ -58,6 +59,7 @@ class ConnectionLimits:
     outbound_bytes: int = 4 * 1024 * 1024  # past this queued, close with 4000 (slow consumer)
     close_timeout: float = 2.0  # wait this long for the client's close frame
     max_sessions: int = 100  # sessions one connection may join
+    compression: bool = True  # accept permessage-deflate from clients that offer it
 
 
 class ClientConnection:
@@ -65,6 +67,7 @@ class ClientConnection:
 
     # One per client: slots keep an idle connection small (docs/performance.md).
     __slots__ = (
+        "_extensions",
         "_handshake",
         "_on_text",
         "_outbox",
@@ -73,6 +76,7 @@ class ClientConnection:
         "address",
         "close_code",
         "closed",
+        "deflate",
         "id",
         "identity",
         "joined",
@@ -109,6 +113,9 @@ class ClientConnection:
         self.opened_at = self.last_seen
         # wsproto answers the HTTP upgrade; dropped once the 101 response is written.
         self._handshake: WSConnection | None = WSConnection(ConnectionType.SERVER)
+        # The Sec-WebSocket-Extensions answer, while the upgrade is being accepted.
+        self._extensions: str | None = None
+        self.deflate = False  # permessage-deflate negotiated (runtime.protocol.deflate)
         # Frames after the upgrade: our own decoder, lighter and faster than wsproto's.
         self._ws = ServerWebSocket(limits.max_message_bytes)
         self._outbox: Outbox | None = None
@@ -130,12 +137,15 @@ class ClientConnection:
         outbox = self._outbox
         if outbox is not None and not self.closed:
             _MESSAGES_OUT.inc()
-            outbox.write(frame.websocket)
+            outbox.write(frame.deflated() if self.deflate else frame.websocket)
 
     def send(self, message: dict[str, Any]) -> None:
         if self._outbox is not None and not self.closed:
             metrics.MESSAGES_OUT.inc()
-            self._outbox.write(text_frame(encode(message)))
+            payload = encode(message)
+            self._outbox.write(
+                deflated_text_frame(payload) if self.deflate else text_frame(payload)
+            )
 
     def session_lost(self, session_id: str, reason: str) -> None:
         self.joined.discard(session_id)
@@ -160,6 +170,11 @@ class ClientConnection:
         self._handshake.initiate_upgrade_connection(headers, target)
         for event in self._handshake.events():
             assert isinstance(event, Request)
+            if self.limits.compression:
+                self._extensions = deflate.negotiate([str(e) for e in event.extensions])
+        if self._extensions is not None:
+            self.deflate = True
+            self._ws = ServerWebSocket(self.limits.max_message_bytes, deflate=True)
 
     async def run(
         self,
@@ -184,8 +199,15 @@ class ClientConnection:
                 on_overflow=self._slow_consumer,
                 on_broken=self._broken,
             )
-            # No extensions are offered back, so frames carry no RSV bits.
-            self._outbox.write(handshake.send(AcceptConnection()))
+            # The one extension Tandem may accept is permessage-deflate (RSV1).
+            extensions = self._extensions
+            self._extensions = None
+            accept = AcceptConnection(
+                extra_headers=[]
+                if extensions is None
+                else [(b"sec-websocket-extensions", extensions.encode())]
+            )
+            self._outbox.write(handshake.send(accept))
             # Keep only the frame state: the finished HTTP handshake (an h11 connection,
             # the request and its headers, wsproto's Connection) is ~3 KB per connection.
             self._handshake = None

@@ -162,6 +162,53 @@ def test_client_orders_dedupes_and_resumes(
     assert not tab.errors, tab.errors
 
 
+def test_chromium_negotiates_compression_and_large_events_cross_both_ways(
+    server: ServerThread, tabs: Callable[[str], Tab]
+) -> None:
+    # Chromium offers permessage-deflate on every WebSocket and compresses what it
+    # sends; the server compresses frames of 256 bytes or more back.
+    tab = tabs("deflate")
+    tab.page.goto(server.base_url + "/")
+    ids = tab.page.evaluate(
+        """async () => {
+          const lib = await import("/client.js");
+          const url = `ws://${location.host}/`;
+          const a = new lib.TandemClient(url), b = new lib.TandemClient(url);
+          await a.connect();
+          await b.connect();
+          const got = [];
+          b.on("event", (m) => got.push(m.data));
+          await a.join("deflate-1");
+          await b.join("deflate-1");
+          window.d = { a, b, got };
+          return [a.userId, b.userId];
+        }"""
+    )
+    assert server.server is not None
+    node = server.server.node
+
+    async def negotiated() -> list[bool]:
+        return [c.deflate for c in node.connections.values() if c.user_id in ids]
+
+    assert server.call(negotiated) == [True, True]
+    ok = tab.page.evaluate(
+        """async () => {
+          const { a, b, got } = window.d;
+          const text = "the quick brown fox ".repeat(2000);  // 40 KB, compressed both ways
+          await a.publish("deflate-1", "note", { text });
+          const deadline = performance.now() + 10000;
+          while (!got.length && performance.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 20));
+          }
+          a.close();
+          b.close();
+          return got.length === 1 && got[0].text === text;
+        }"""
+    )
+    assert ok is True
+    assert not tab.errors, tab.errors
+
+
 def test_backoff_and_close_policy(server: ServerThread, tabs: Callable[[str], Tab]) -> None:
     tab = tabs("policy")
     tab.page.goto(server.base_url + "/")
