@@ -91,7 +91,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--step-start", type=float, default=10.0, help="first step-up rate")
     p.add_argument("--step-max", type=float, default=5120.0, help="last step-up rate")
     p.add_argument("--max-time", type=float, default=300.0, help="cap per target, seconds")
-    p.add_argument("--pad", type=int, default=40, help="padding chars in each event's data")
+    p.add_argument("--pad", type=int, default=40, help="random chars in each event's data")
+    p.add_argument(
+        "--compression",
+        action="store_true",
+        help="offer permessage-deflate as browsers do (servers that accept it compress)",
+    )
     p.add_argument(
         "--durable",
         choices=["false", "true", "default"],
@@ -289,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         max_total_seconds=args.max_time,
         pad=args.pad,
         durable={"false": False, "true": True, "default": None}[args.durable],
+        compression=args.compression,
         token_secret=token_secret,
     )
     runs = _runs(args, plan)
@@ -309,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         "source_ips": source_ips,
         "durable": args.durable,
         "pad": args.pad,
+        "compression": args.compression,
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "note": "server and generator share this machine's cores",

@@ -39,6 +39,7 @@ class Options:
     max_total_seconds: float
     pad: int
     durable: bool | None
+    compression: bool = False  # offer permessage-deflate, as browsers do
     token_secret: str | None = None  # comments: the server's TANDEM_JWT_SECRET
 
 
@@ -91,6 +92,7 @@ def _configs(plan: Plan, server: Server, opts: Options) -> list[WorkerConfig]:
             kind=plan.kind,
             pad=opts.pad,
             durable=opts.durable,
+            compression=opts.compression,
             token_secret=opts.token_secret if plan.kind == "comment" else None,
             mention_pool=pool,
         )

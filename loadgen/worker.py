@@ -9,7 +9,9 @@ and detect when every expected delivery has arrived.
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
+import os
 import random
 import resource
 import time
@@ -50,10 +52,17 @@ class WorkerConfig:
     kind: str  # "event" | "presence" | "comment" | "none"
     pad: int
     durable: bool | None  # None: let the server choose (omit the field)
+    compression: bool = False  # offer permessage-deflate in the upgrade, as browsers do
     # comments: connections authenticate as u<connection number> with an HS256 token signed
     # with this secret (the server's TANDEM_JWT_SECRET), so users can mention each other.
     token_secret: str | None = None
     mention_pool: tuple[str, ...] = ()  # every user id in the session
+
+
+def random_pad(n: int) -> str:
+    """``n`` random base64 characters: data that compresses about as badly as it can, so
+    permessage-deflate is not credited with squeezing a run of one repeated letter."""
+    return base64.b64encode(os.urandom(n * 3 // 4 + 3)).decode()[:n]
 
 
 def conn_id(worker_index: int, local_index: int) -> int:
@@ -190,6 +199,7 @@ class Worker:
                 conn_id,
                 self.comments,
                 spec.observes,
+                cfg.compression,
             )
 
         try:
@@ -276,7 +286,7 @@ class Worker:
     def _message(self, conn: WsConnection, sid: str, k: int) -> bytes:
         if self.comments is not None:
             return self._comment(conn, sid, k)
-        pad = "x" * self.cfg.pad
+        pad = random_pad(self.cfg.pad)
         if self.cfg.kind == "presence":
             stamp = conn.last_presence_sent = time.time_ns() // 1000
             msg: dict[str, Any] = {

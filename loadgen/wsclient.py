@@ -6,6 +6,13 @@ events are counted by scanning for the publisher's stamp (``"t":<µs>``; microse
 Tandem rejects integers beyond JSON's safe range of +/-(2**53-1), which nanoseconds exceed).
 A frame may carry a JSON array of several messages; every stamp inside counts as one delivered
 event.
+
+With ``compression`` it offers permessage-deflate the way browsers do
+(``client_max_window_bits``, context takeover allowed) and inflates what the server compresses.
+It never compresses what it sends (RFC 7692 lets a sender choose per message). A server that
+keeps its compression context (no ``server_no_context_takeover``) makes it inflate every
+message to keep its window; one without context takeover lets connections that count nothing
+skip inflating once they have joined, as they skip parsing.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import os
 import re
 import socket
 import time
+import zlib
 from array import array
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -30,6 +38,8 @@ EVENT_STAMP = re.compile(rb'"t":\s*(\d+)')
 # back to its sender is not credited with a propagation.
 PRESENCE_STAMP = re.compile(rb'"pt":\s*(\d+)(?:,\s*"pc":\s*(\d+))?')
 ZERO_MASK = b"\x00\x00\x00\x00"  # a valid mask key; XOR with it is the identity
+DEFLATE_OFFER = "permessage-deflate; client_max_window_bits"  # what browsers send
+DEFLATE_TAIL = b"\x00\x00\xff\xff"  # RFC 7692 7.2.2: the sender dropped it, put it back
 
 
 class Stats:
@@ -98,8 +108,14 @@ class WsConnection(asyncio.Protocol):
         conn_id: int = 0,
         comments: CommentState | None = None,
         observes: bool = True,
+        compression: bool = False,
     ) -> None:
         self.conn_id = conn_id
+        self.compression = compression  # offer permessage-deflate
+        self.deflate = False  # the server accepted permessage-deflate
+        # The server takes its context over: one decompressor (window) for every message.
+        self.window: zlib._Decompress | None = None
+        self.compressed = False  # the message in flight has RSV1 on its first frame
         self.observes = observes  # False: receive and answer pings, but count nothing
         self.comments = comments  # comments scenario: decode and count comment traffic
         self.own_id = str(conn_id).encode()
@@ -126,7 +142,9 @@ class WsConnection(asyncio.Protocol):
         request = (
             f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            + (f"Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n" if self.compression else "")
+            + "\r\n"
         )
         transport.write(request.encode())
 
@@ -143,11 +161,14 @@ class WsConnection(asyncio.Protocol):
             end = buf.find(b"\r\n\r\n")
             if end < 0:
                 return
+            response = bytes(buf[:end]).lower()
             status = bytes(buf[: buf.find(b"\r\n")])
             del buf[: end + 4]
             if b" 101 " not in status + b" ":
                 self.fail(f"handshake refused: {status.decode(errors='replace')}")
                 return
+            if b"permessage-deflate" in response:
+                self._negotiated(response)
             self.upgraded = True
             if not self.socketio:
                 self.send_text(self.join_message)
@@ -183,12 +204,25 @@ class WsConnection(asyncio.Protocol):
         opcode = b0 & 0x0F
         fin = b0 & 0x80
         if opcode in (1, 2, 0):
+            if opcode:
+                self.compressed = bool(b0 & 0x40)
             if not fin:
                 self.fragments += payload
                 return
             if self.fragments:
                 payload = bytes(self.fragments) + payload
                 self.fragments.clear()
+            if self.compressed:
+                if not self.deflate:
+                    self.fail("compressed frame without permessage-deflate")
+                    return
+                if self.window is not None:
+                    payload = self.window.decompress(payload + DEFLATE_TAIL)
+                elif self.joined and not self.observes and self.comments is None:
+                    self.stats.frames_in += 1  # counts nothing: no need to read it
+                    return
+                else:
+                    payload = zlib.decompressobj(-15).decompress(payload + DEFLATE_TAIL)
             self._on_message(payload, now)
         elif opcode == 9:  # ping
             self._write(_frame(0xA, payload))
@@ -224,6 +258,15 @@ class WsConnection(asyncio.Protocol):
         if not self.observes:
             return
         self.stats.on_payload(payload, now, self.own_id, self.presence_seen)
+
+    def _negotiated(self, response: bytes) -> None:
+        """The server accepted permessage-deflate; ``response`` is its lower-cased head."""
+        line = next(x for x in response.split(b"\r\n") if b"permessage-deflate" in x)
+        self.deflate = True
+        if b"server_no_context_takeover" not in line:
+            # One window for the whole connection, as the server keeps its own (15 bits
+            # reads any smaller window).
+            self.window = zlib.decompressobj(-15)
 
     # -- sending ----------------------------------------------------------------------------
     def _write(self, data: bytes) -> None:
