@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+#: Seconds between two slices of the heartbeat's liveness checks (see run_heartbeat).
+HEARTBEAT_TICK = 0.1
+
+
 class SocketGateway:
     """Owns the node's client connections (one reader task each, in the node's nursery)."""
 
@@ -68,37 +72,52 @@ class SocketGateway:
     async def run_heartbeat(self) -> None:
         """Ping quiet clients; drop those silent for two ping intervals.
 
-        One task for all connections, not one per connection. A client that
-        vanished without a close frame is dropped at most 5/6 of
-        ``presence_timeout`` after its last sign of life, and its presence
-        leaves with it.
+        One task for all connections, not one per connection. Every connection
+        is checked once per ``presence_timeout / 6``, so a client that vanished
+        without a close frame is dropped at most 5/6 of ``presence_timeout``
+        after its last sign of life, and its presence leaves with it.
+
+        The checks are spread over that period in slices of about
+        :data:`HEARTBEAT_TICK` seconds, not done in one sweep: connections opened
+        together would otherwise be pinged together forever after, and a burst of
+        a thousand pings out and a thousand pongs back held up the events of a
+        1,000-member session by ~12 ms at p99 every few seconds
+        (docs/performance.md). A connection keeps its place in the order it was
+        opened in, and closed ones only move the rest forward, so none waits more
+        than one period between two checks.
         """
-        timeout = self._node.settings.presence_timeout
+        period = self._node.settings.presence_timeout / 6
+        slices = max(1, round(period / HEARTBEAT_TICK))
         while True:
-            await trio.sleep(timeout / 6)
-            now = trio.current_time()
-            wall = self._node.wall_clock()
-            for conn in list(self.connections.values()):
-                idle = now - conn.last_seen
-                expires_at = conn.identity.expires_at if conn.identity else None
-                if (
-                    conn.identity is None
-                    and now - conn.opened_at >= self._node.settings.auth_timeout
-                ):
-                    conn.send(wire_messages.error("auth_required", "no `auth` in time"))
-                    conn.close(CloseCode.AUTH_TIMEOUT, "no auth in time")
-                elif idle >= timeout * 2 / 3:
-                    conn.abort(CloseCode.HEARTBEAT_TIMEOUT, "no sign of life")
-                elif expires_at is not None and wall >= expires_at + self._node.verifier.leeway_s:
-                    # the same leeway a token gets when presented, so none is accepted then cut
-                    conn.send(
-                        wire_messages.error(
-                            "token_expired", "refresh with auth:refresh before expiry"
-                        )
-                    )
-                    conn.close(CloseCode.TOKEN_EXPIRED, "token expired")
-                elif idle >= timeout / 3:
-                    conn.ping()
+            conns = list(self.connections.values())
+            size = -(-len(conns) // slices)  # ceil: the last slice may be short
+            for k in range(slices):
+                await trio.sleep(period / slices)
+                self._check_liveness(conns[k * size : (k + 1) * size])
+
+    def _check_liveness(self, conns: list[ClientConnection]) -> None:
+        settings = self._node.settings
+        timeout = settings.presence_timeout
+        now = trio.current_time()
+        wall = self._node.wall_clock()
+        for conn in conns:
+            if conn.closed:
+                continue
+            idle = now - conn.last_seen
+            expires_at = conn.identity.expires_at if conn.identity else None
+            if conn.identity is None and now - conn.opened_at >= settings.auth_timeout:
+                conn.send(wire_messages.error("auth_required", "no `auth` in time"))
+                conn.close(CloseCode.AUTH_TIMEOUT, "no auth in time")
+            elif idle >= timeout * 2 / 3:
+                conn.abort(CloseCode.HEARTBEAT_TIMEOUT, "no sign of life")
+            elif expires_at is not None and wall >= expires_at + self._node.verifier.leeway_s:
+                # the same leeway a token gets when presented, so none is accepted then cut
+                conn.send(
+                    wire_messages.error("token_expired", "refresh with auth:refresh before expiry")
+                )
+                conn.close(CloseCode.TOKEN_EXPIRED, "token expired")
+            elif idle >= timeout / 3:
+                conn.ping()
 
     async def serve_tcp(
         self,

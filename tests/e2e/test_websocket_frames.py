@@ -128,3 +128,29 @@ async def test_an_invalid_close_code_closes_with_1002(
         await raw.send(client_frame(0x8, (1006).to_bytes(2, "big")))
         opcode, payload = await raw.frame()
         assert (opcode, payload[:2]) == (0x8, (1002).to_bytes(2, "big"))
+
+
+async def test_connections_opened_together_are_pinged_spread_over_the_period(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # presence_timeout 15 s: each connection is checked every 2.5 s and pinged once
+    # idle for 5 s. Thirty quiet connections opened at one instant must not all be
+    # pinged at one instant (their pongs would come back as one burst, every time).
+    async with open_test_server(presence_timeout=15.0) as server:
+        raws = [await RawSocket.open(server) for _ in range(30)]
+        opened = trio.current_time()
+        pinged_at: list[float] = []
+
+        async def first_ping(raw: RawSocket) -> None:
+            while (await raw.frame())[0] != 0x9:
+                pass
+            pinged_at.append(trio.current_time() - opened)
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for raw in raws:
+                    nursery.start_soon(first_ping, raw)
+        assert len(pinged_at) == 30
+        # Idle for a third of the timeout, pinged within one check period after that.
+        assert all(5.0 <= t <= 5.0 + 2.5 for t in pinged_at), sorted(pinged_at)
+        assert len({round(t, 3) for t in pinged_at}) >= 10, sorted(pinged_at)
