@@ -47,18 +47,25 @@ class SocketWire:
         self._closed = False
 
     async def receive_some(self, max_bytes: int) -> bytes:
+        # As trio's own socket methods: one checkpoint per call. The wait for
+        # readability is one; only bytes read without waiting need a yield of
+        # their own. (The extra yield cost ~3 of ~21 µs of CPU per read on quiet
+        # sockets: python -m loadgen.receive_cost.)
         await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
         while True:
             try:
                 data = self._sock.recv(max_bytes)
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(self._sock)
+                waited = True
                 continue
             except OSError:
                 if self._closed:
                     raise trio.ClosedResourceError from None
                 return b""  # reset by peer: the same as end of stream to us
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return data
 
     def try_send(self, data: bytes | memoryview) -> int:
