@@ -2,7 +2,8 @@
 
 The actor is the only writer of its user's inbox on this node, so grouping (grow
 the open group, or add a new one) never races. A batch of queued occurrences is
-grouped here and stored in one statement (``NotificationStore.add_batch``). Each
+grouped here and stored in one statement (``add_batch``; on a node, through the
+:class:`~actors.inbox.writer.InboxWriter`, which stores many inboxes' batches in one). Each
 notification is stored first, then pushed to every connected socket of the user (all tabs) and
 handed to webhooks. A notification about a session the user can no longer read
 is dropped.
@@ -10,21 +11,17 @@ is dropped.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 import attrs
 import trio
 
 from actors.inbox.state import Incoming, group_key, new_notification
 from runtime.actor import BatchPolicy, Fail, run_batch_loop
-from runtime.gateways.notifications import (
-    NotificationRecord,
-    NotificationStore,
-    merged_actors,
-)
+from runtime.gateways.notifications import NotificationRecord, Written, merged_actors
 from runtime.mailbox import Mailbox
 
 logger = logging.getLogger(__name__)
@@ -40,14 +37,18 @@ class Deliver:
 InboxMessage = Deliver | Fail
 
 
+class InboxStore(Protocol):
+    """Where an inbox stores its batches (``NotificationStore``, or the node's writer)."""
+
+    async def add_batch(
+        self, user_id: str, records: Sequence[NotificationRecord], since: float | None, at: float
+    ) -> Written: ...
+
+
 @attrs.frozen
 class InboxConfig:
     group_window: float = 300.0
     passivate_after: float = 300.0
-    #: Inbox writes in flight at once, across every inbox sharing the limiter (None: no
-    #: limit). Fewer writers leave database connections to the changes themselves, and
-    #: occurrences queue up meanwhile, so each write carries a bigger batch.
-    writers: trio.CapacityLimiter | None = None
 
 
 class InboxActor:
@@ -56,7 +57,7 @@ class InboxActor:
         user_id: str,
         mailbox: Mailbox[InboxMessage],
         *,
-        store: NotificationStore,
+        store: InboxStore,
         may_read: Callable[[str, str], Awaitable[bool]],  # (user, session) -> allowed
         pushed: Callable[[NotificationRecord, int], Awaitable[None]],  # (record, unread)
         config: InboxConfig,
@@ -105,10 +106,9 @@ class InboxActor:
         fresh = [self._occurrences(run, now) for run in runs.values()]
         window = self._config.group_window
         try:
-            async with self._config.writers or contextlib.nullcontext():
-                stored, unread = await self._store.add_batch(
-                    self.user_id, fresh, now - window if window > 0 else None, now
-                )
+            stored, unread = await self._store.add_batch(
+                self.user_id, fresh, now - window if window > 0 else None, now
+            )
         except Exception as exc:
             for run in runs.values():
                 for message in run:
@@ -133,4 +133,4 @@ class InboxActor:
         return attrs.evolve(fresh, count=len(run), actor_ids=actors)
 
 
-__all__ = ["Deliver", "InboxActor", "InboxConfig", "InboxMessage"]
+__all__ = ["Deliver", "InboxActor", "InboxConfig", "InboxMessage", "InboxStore"]

@@ -18,6 +18,7 @@ import trio
 
 from actors.inbox.actor import Deliver, InboxActor, InboxConfig, InboxMessage
 from actors.inbox.state import Incoming
+from actors.inbox.writer import InboxWriter
 from actors.messages import AppendEvent
 from runtime.comments.service import CommentService, Notice
 from runtime.gateways.comment_store import CommentStore
@@ -85,11 +86,12 @@ class Collaboration:
         self.node = node
         self.stores = stores or memory_collab_stores(sealer_from_settings(settings))
         self.notifications = self.stores.notifications
+        # Every inbox's batch goes through one writer: many inboxes, one statement.
+        self.inbox_writer = InboxWriter(self.notifications)
         self.inboxes_supervisor = Supervisor("inboxes", RestartPolicy(max_restarts=5, period=10.0))
         inbox_config = InboxConfig(
             group_window=getattr(settings, "notification_group_window", 300.0),
             passivate_after=settings.passivate_after,
-            writers=trio.CapacityLimiter(getattr(settings, "notification_writers", 4)),
         )
         self.inbox_kind: ActorKind[Mailbox[InboxMessage]] = ActorKind(
             "inbox",
@@ -97,7 +99,7 @@ class Collaboration:
             lambda user_id, mailbox: InboxActor(
                 user_id,
                 mailbox,
-                store=self.notifications,
+                store=self.inbox_writer,
                 may_read=self._may_read,
                 pushed=self._pushed,
                 config=inbox_config,
@@ -139,6 +141,7 @@ class Collaboration:
 
     async def start(self, root: Supervisor, nursery: trio.Nursery) -> None:
         self._nursery = nursery
+        await nursery.start(self.inbox_writer.run)
         await root.start_child(
             "inboxes",
             self.inboxes_supervisor.run,

@@ -58,6 +58,20 @@ def notification_json(n: NotificationRecord) -> dict[str, JSON]:
     }
 
 
+@attrs.frozen
+class InboxWrite:
+    """One inbox's batch (the arguments of ``add_batch``), for ``add_batches``."""
+
+    user_id: str
+    records: Sequence[NotificationRecord]
+    since: float | None
+    at: float
+
+
+#: One inbox's batch as stored (records, unread count), or why it was not.
+Written = tuple[list[NotificationRecord], int]
+
+
 def merged_actors(actors: Sequence[str], actor_id: str | None) -> tuple[str, ...]:
     if actor_id is None:
         return tuple(actors)
@@ -88,6 +102,13 @@ class NotificationStore(Protocol):
         at or after ``since`` (None: never) grows it: count + n, its ``actor_ids`` appended
         (latest ``MAX_ACTORS`` kept), data replaced, ``updated_at = at``, a new ``pos``;
         any other is inserted as it is.
+        """
+
+    async def add_batches(self, writes: Sequence[InboxWrite]) -> list[Written | Exception]:
+        """``add_batch`` for several inboxes at once (distinct users): one result each.
+
+        A write refused on its own (bad text) fails alone; the store's trouble
+        (``DatabaseError``) is raised.
         """
 
     async def list(
@@ -168,6 +189,15 @@ class MemoryNotificationStore:
             self._items[grown.id] = grown
             out.append(grown)
         return out, await self.unread_count(user_id)
+
+    async def add_batches(self, writes: Sequence[InboxWrite]) -> list[Written | Exception]:
+        results: list[Written | Exception] = []
+        for w in writes:
+            try:
+                results.append(await self.add_batch(w.user_id, w.records, w.since, w.at))
+            except Exception as exc:
+                results.append(exc)
+        return results
 
     async def list(
         self, user_id: str, *, before: int | None, limit: int, unread_only: bool
@@ -267,6 +297,44 @@ _ADD_BATCH = (
 )
 
 
+_BATCHES_ROW = (
+    "(%s::int, %s::text, %s::double precision, %s::double precision, %s::text, %s::text,"
+    " %s::text, %s::text, %s::text, %s::text[], %s::jsonb, %s::int)"
+)
+# ``_ADD_BATCH`` for several inboxes in one statement (one commit): each input row
+# carries its user, window start and time; the unread count is per user.
+_ADD_BATCHES = (
+    "WITH input (ord, user_id, since, at, id, kind, group_key, session_id, thread_id,"
+    "  actor_ids, data, count) AS (VALUES {values}),"
+    " open AS (SELECT DISTINCT ON (n.user_id, n.group_key) n.id, n.user_id, n.group_key"
+    "  FROM notifications n JOIN input i ON n.user_id = i.user_id AND n.group_key = i.group_key"
+    "  WHERE n.read_at IS NULL AND n.updated_at >= i.since"
+    "  ORDER BY n.user_id, n.group_key, n.pos DESC),"
+    " grown AS (UPDATE notifications n SET count = n.count + i.count,"
+    "  actor_ids = (SELECT coalesce(array_agg(a ORDER BY last), '{{}}') FROM"
+    "   (SELECT a, max(o) AS last FROM unnest(n.actor_ids || i.actor_ids) WITH ORDINALITY t(a, o)"
+    f"    GROUP BY a ORDER BY max(o) DESC LIMIT {MAX_ACTORS}) latest),"
+    "  data = i.data, updated_at = i.at,"
+    "  pos = nextval(pg_get_serial_sequence('notifications', 'pos'))"
+    "  FROM open o JOIN input i ON i.user_id = o.user_id AND i.group_key = o.group_key"
+    "  WHERE n.id = o.id RETURNING i.ord, " + _RETURNED + "),"
+    " added AS (INSERT INTO notifications (id, user_id, kind, group_key, session_id, thread_id,"
+    "  actor_ids, data, count, created_at, updated_at, read_at)"
+    "  SELECT i.id, i.user_id, i.kind, i.group_key, i.session_id, i.thread_id, i.actor_ids,"
+    "  i.data, i.count, i.at, i.at, NULL FROM input i"
+    "  WHERE i.group_key IS NULL OR NOT EXISTS (SELECT 1 FROM open o"
+    "   WHERE o.user_id = i.user_id AND o.group_key = i.group_key)"
+    "  ORDER BY i.ord RETURNING *),"
+    " unread AS (SELECT n.user_id, count(*) AS c FROM notifications n"
+    "  WHERE n.user_id IN (SELECT user_id FROM input) AND n.read_at IS NULL GROUP BY n.user_id),"
+    " fresh AS (SELECT user_id, count(*) AS c FROM added GROUP BY user_id)"
+    " SELECT r.*, coalesce((SELECT c FROM unread u WHERE u.user_id = r.user_id), 0)"
+    "  + coalesce((SELECT c FROM fresh f WHERE f.user_id = r.user_id), 0) FROM ("
+    "  SELECT * FROM grown UNION ALL"
+    "  SELECT i.ord, " + _RETURNED + " FROM added n JOIN input i ON i.id = n.id) r ORDER BY r.ord"
+)
+
+
 class PostgresNotificationStore:
     def __init__(self, db: DatabaseGateway) -> None:
         self._db = db
@@ -350,6 +418,41 @@ class PostgresNotificationStore:
         )
         stored = [_record(row[1:-1]) for row in rows]
         return stored, int(rows[0][-1])
+
+    async def add_batches(self, writes: Sequence[InboxWrite]) -> list[Written | Exception]:
+        """One statement for every write (users distinct), so one commit for them all."""
+        results: dict[int, Written | Exception] = {}
+        values: list[Any] = []
+        owner: list[int] = []  # input row (its ord) -> the write it belongs to
+        for i, w in enumerate(writes):
+            rows: list[Any] = []
+            try:
+                for ord_, r in enumerate(w.records, start=len(owner)):
+                    check_text(r.id, r.user_id, r.kind, *r.actor_ids)
+                    rows += [ord_, w.user_id, w.since, w.at, r.id, r.kind, r.group_key]
+                    rows += [r.session_id, r.thread_id, list(r.actor_ids[-MAX_ACTORS:])]
+                    rows += [encode_json(r.data), r.count]
+            except Exception as exc:
+                results[i] = exc
+                continue
+            values += rows
+            owner += [i] * len(w.records)
+        if owner:
+            got = await self._db.fetch_all(
+                _ADD_BATCHES.format(values=", ".join([_BATCHES_ROW] * len(owner))), values
+            )
+            stored: dict[int, list[NotificationRecord]] = {}
+            unread: dict[int, int] = {}
+            for row in got:  # in input order
+                i = owner[row[0]]
+                stored.setdefault(i, []).append(_record(row[1:-1]))
+                unread[i] = int(row[-1])
+            for i, records in stored.items():
+                results[i] = (records, unread[i])
+        for i, w in enumerate(writes):
+            if i not in results:  # nothing to store: only the count
+                results[i] = ([], await self.unread_count(w.user_id))
+        return [results[i] for i in range(len(writes))]
 
     async def list(
         self, user_id: str, *, before: int | None, limit: int, unread_only: bool

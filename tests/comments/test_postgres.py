@@ -2,8 +2,8 @@
 
 Every comment notifies every earlier writer of the thread (``reply``): about
 100 inbox deliveries per comment, 100,000 in all. They run behind the comments
-(the fan-out task, then each inbox stores its queued occurrences in one
-statement, a few inboxes writing at a time), so the comments themselves stay
+(the fan-out task, then each inbox groups its queued occurrences and the
+inbox writer stores the batches of every inbox waiting in one statement), so the comments themselves stay
 fast: 100 x 10 took 161 s with a write per delivery on the comment's path and
 takes about 16 s now (see the report in the commit adding this).
 """
