@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 QUEUE = 4096
 #: Writes looked at for one statement (the others wait for the next).
 MAX_WRITES = 256
-#: Most notification rows in one statement (each row is 12 parameters).
+#: Most notification rows in one statement.
 MAX_ROWS = 2048
 
 

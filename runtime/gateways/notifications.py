@@ -259,59 +259,30 @@ def _record(row: Row) -> NotificationRecord:
     )
 
 
-_BATCH_ROW = (
-    "(%s::int, %s::text, %s::text, %s::text, %s::text, %s::text, %s::text[], %s::jsonb, %s::int)"
-)
 _RETURNED = (
     "n.id, n.user_id, n.kind, n.group_key, n.session_id, n.thread_id, n.actor_ids, n.data::text,"
     " n.count, n.created_at, n.updated_at, n.read_at, n.pos"
 )
-# One statement for a whole inbox batch: grow each occurrence's open group (unread,
-# touched since the window began), insert the others, and count the unread, which is
-# the count before the statement (its snapshot) plus the rows it inserted.
-_ADD_BATCH = (
-    "WITH input (ord, id, kind, group_key, session_id, thread_id, actor_ids, data, count)"
-    " AS (VALUES {values}),"
-    " open AS (SELECT DISTINCT ON (n.group_key) n.id, n.group_key FROM notifications n"
-    "  WHERE n.user_id = %s AND n.read_at IS NULL AND n.updated_at >= %s::double precision"
-    "  AND n.group_key IN (SELECT group_key FROM input WHERE group_key IS NOT NULL)"
-    "  ORDER BY n.group_key, n.pos DESC),"
-    " grown AS (UPDATE notifications n SET count = n.count + i.count,"
-    "  actor_ids = (SELECT coalesce(array_agg(a ORDER BY last), '{{}}') FROM"
-    "   (SELECT a, max(o) AS last FROM unnest(n.actor_ids || i.actor_ids) WITH ORDINALITY t(a, o)"
-    f"    GROUP BY a ORDER BY max(o) DESC LIMIT {MAX_ACTORS}) latest),"
-    "  data = i.data, updated_at = %s,"
-    "  pos = nextval(pg_get_serial_sequence('notifications', 'pos'))"
-    "  FROM open o JOIN input i ON i.group_key = o.group_key WHERE n.id = o.id"
-    "  RETURNING i.ord, " + _RETURNED + "),"
-    " added AS (INSERT INTO notifications (id, user_id, kind, group_key, session_id, thread_id,"
-    "  actor_ids, data, count, created_at, updated_at, read_at)"
-    "  SELECT i.id, %s, i.kind, i.group_key, i.session_id, i.thread_id, i.actor_ids, i.data,"
-    "  i.count, %s, %s, NULL FROM input i"
-    "  WHERE i.group_key IS NULL OR i.group_key NOT IN (SELECT group_key FROM open)"
-    "  ORDER BY i.ord RETURNING *)"
-    " SELECT r.*, (SELECT count(*) FROM notifications WHERE user_id = %s AND read_at IS NULL)"
-    "  + (SELECT count(*) FROM added) FROM ("
-    "  SELECT * FROM grown UNION ALL"
-    "  SELECT i.ord, " + _RETURNED + " FROM added n JOIN input i ON i.id = n.id) r ORDER BY r.ord"
-)
-
-
-_BATCHES_ROW = (
-    "(%s::int, %s::text, %s::double precision, %s::double precision, %s::text, %s::text,"
-    " %s::text, %s::text, %s::text, %s::text[], %s::jsonb, %s::int)"
-)
-# ``_ADD_BATCH`` for several inboxes in one statement (one commit): each input row
-# carries its user, window start and time; the unread count is per user.
+# One statement for the batches of several inboxes (distinct users): grow each
+# occurrence's open group (unread, touched since its window began), insert the
+# others, and count each user's unread: the count before the statement (its
+# snapshot) plus the rows it inserted for that user. The input comes as one array
+# per column, so the text is the same for any batch (parsed once, prepared).
 _ADD_BATCHES = (
-    "WITH input (ord, user_id, since, at, id, kind, group_key, session_id, thread_id,"
-    "  actor_ids, data, count) AS (VALUES {values}),"
+    "WITH input AS (SELECT t.ord, t.user_id, t.since, t.at, t.id, t.kind, t.group_key,"
+    "  t.session_id, t.thread_id, t.data, t.count, ARRAY(SELECT a FROM"
+    "   jsonb_array_elements_text(t.actors) WITH ORDINALITY e(a, o) ORDER BY o) AS actor_ids"
+    "  FROM unnest(%s::int[], %s::text[], %s::double precision[], %s::double precision[],"
+    "   %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[]::jsonb[],"
+    "   %s::text[]::jsonb[], %s::int[])"
+    "  AS t(ord, user_id, since, at, id, kind, group_key, session_id, thread_id, actors, data,"
+    "   count)),"
     " open AS (SELECT DISTINCT ON (n.user_id, n.group_key) n.id, n.user_id, n.group_key"
     "  FROM notifications n JOIN input i ON n.user_id = i.user_id AND n.group_key = i.group_key"
     "  WHERE n.read_at IS NULL AND n.updated_at >= i.since"
     "  ORDER BY n.user_id, n.group_key, n.pos DESC),"
     " grown AS (UPDATE notifications n SET count = n.count + i.count,"
-    "  actor_ids = (SELECT coalesce(array_agg(a ORDER BY last), '{{}}') FROM"
+    "  actor_ids = (SELECT coalesce(array_agg(a ORDER BY last), '{}') FROM"
     "   (SELECT a, max(o) AS last FROM unnest(n.actor_ids || i.actor_ids) WITH ORDINALITY t(a, o)"
     f"    GROUP BY a ORDER BY max(o) DESC LIMIT {MAX_ACTORS}) latest),"
     "  data = i.data, updated_at = i.at,"
@@ -325,14 +296,35 @@ _ADD_BATCHES = (
     "  WHERE i.group_key IS NULL OR NOT EXISTS (SELECT 1 FROM open o"
     "   WHERE o.user_id = i.user_id AND o.group_key = i.group_key)"
     "  ORDER BY i.ord RETURNING *),"
-    " unread AS (SELECT n.user_id, count(*) AS c FROM notifications n"
-    "  WHERE n.user_id IN (SELECT user_id FROM input) AND n.read_at IS NULL GROUP BY n.user_id),"
+    " unread AS (SELECT u.user_id, (SELECT count(*) FROM notifications n"
+    "  WHERE n.user_id = u.user_id AND n.read_at IS NULL) AS c"
+    "  FROM (SELECT DISTINCT user_id FROM input) u),"
     " fresh AS (SELECT user_id, count(*) AS c FROM added GROUP BY user_id)"
-    " SELECT r.*, coalesce((SELECT c FROM unread u WHERE u.user_id = r.user_id), 0)"
-    "  + coalesce((SELECT c FROM fresh f WHERE f.user_id = r.user_id), 0) FROM ("
+    " SELECT r.*, coalesce(u.c, 0) + coalesce(f.c, 0) FROM ("
     "  SELECT * FROM grown UNION ALL"
-    "  SELECT i.ord, " + _RETURNED + " FROM added n JOIN input i ON i.id = n.id) r ORDER BY r.ord"
+    "  SELECT i.ord, " + _RETURNED + " FROM added n JOIN input i ON i.id = n.id) r"
+    " LEFT JOIN unread u ON u.user_id = r.user_id LEFT JOIN fresh f ON f.user_id = r.user_id"
+    " ORDER BY r.ord"
 )
+
+
+def _input_row(ord_: int, w: InboxWrite, r: NotificationRecord) -> tuple[Any, ...]:
+    """One row of ``_ADD_BATCHES``'s input (raises ``UnstorableValue``)."""
+    check_text(r.id, r.user_id, r.kind, *r.actor_ids)
+    return (
+        ord_,
+        w.user_id,
+        w.since,
+        w.at,
+        r.id,
+        r.kind,
+        r.group_key,
+        r.session_id,
+        r.thread_id,
+        encode_json(list(r.actor_ids[-MAX_ACTORS:])),
+        encode_json(r.data),
+        r.count,
+    )
 
 
 class PostgresNotificationStore:
@@ -405,42 +397,28 @@ class PostgresNotificationStore:
     async def add_batch(
         self, user_id: str, records: Sequence[NotificationRecord], since: float | None, at: float
     ) -> tuple[list[NotificationRecord], int]:
-        if not records:
-            return [], await self.unread_count(user_id)
-        values: list[Any] = []
-        for ord_, r in enumerate(records):
-            check_text(r.id, r.user_id, r.kind, *r.actor_ids)
-            values += [ord_, r.id, r.kind, r.group_key, r.session_id, r.thread_id]
-            values += [list(r.actor_ids[-MAX_ACTORS:]), encode_json(r.data), r.count]
-        rows = await self._db.fetch_all(
-            _ADD_BATCH.format(values=", ".join([_BATCH_ROW] * len(records))),
-            (*values, user_id, since, at, user_id, at, at, user_id),
-        )
-        stored = [_record(row[1:-1]) for row in rows]
-        return stored, int(rows[0][-1])
+        [result] = await self.add_batches([InboxWrite(user_id, records, since, at)])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     async def add_batches(self, writes: Sequence[InboxWrite]) -> list[Written | Exception]:
         """One statement for every write (users distinct), so one commit for them all."""
         results: dict[int, Written | Exception] = {}
-        values: list[Any] = []
+        columns: tuple[list[Any], ...] = tuple([] for _ in range(12))
         owner: list[int] = []  # input row (its ord) -> the write it belongs to
         for i, w in enumerate(writes):
-            rows: list[Any] = []
             try:
-                for ord_, r in enumerate(w.records, start=len(owner)):
-                    check_text(r.id, r.user_id, r.kind, *r.actor_ids)
-                    rows += [ord_, w.user_id, w.since, w.at, r.id, r.kind, r.group_key]
-                    rows += [r.session_id, r.thread_id, list(r.actor_ids[-MAX_ACTORS:])]
-                    rows += [encode_json(r.data), r.count]
+                rows = [_input_row(o, w, r) for o, r in enumerate(w.records, start=len(owner))]
             except Exception as exc:
                 results[i] = exc
                 continue
-            values += rows
-            owner += [i] * len(w.records)
+            for row in rows:
+                for column, value in zip(columns, row, strict=True):
+                    column.append(value)
+            owner += [i] * len(rows)
         if owner:
-            got = await self._db.fetch_all(
-                _ADD_BATCHES.format(values=", ".join([_BATCHES_ROW] * len(owner))), values
-            )
+            got = await self._db.fetch_all(_ADD_BATCHES, columns)
             stored: dict[int, list[NotificationRecord]] = {}
             unread: dict[int, int] = {}
             for row in got:  # in input order
