@@ -34,7 +34,7 @@ from runtime.gateways.notifications import (
     notification_json,
 )
 from runtime.gateways.webhooks import MemoryWebhookStore, PostgresWebhookStore, WebhookStore
-from runtime.mailbox import Mailbox, MailboxClosed
+from runtime.mailbox import Mailbox, MailboxClosed, MailboxFull
 from runtime.registry import ActorKind, SpawnFailed
 from runtime.security.permissions import Op, allowed
 from runtime.security.tokens import Identity
@@ -202,6 +202,15 @@ class Collaboration:
                 actor_id=notice.actor_id,
                 data=notice.data,
             )
+            # A live inbox with room takes it at once: no wait, no timeout to set up
+            # (a comment in a busy thread has a recipient per participant).
+            live = self.node.registry.lookup(self.inbox_kind, user_id)
+            if live is not None:
+                try:
+                    live.post(Deliver(incoming))
+                    continue
+                except (MailboxFull, MailboxClosed):
+                    pass  # wait for room, or for its successor, as below
             with trio.move_on_after(self.node.settings.mailbox_timeout) as scope:
                 try:
                     await self.node.registry.send(self.inbox_kind, user_id, Deliver(incoming))
