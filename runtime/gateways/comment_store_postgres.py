@@ -337,7 +337,7 @@ class PostgresCommentStore:
                 )
                 conn.execute(
                     "UPDATE comment_threads t SET comment_count = u.n, updated_at = u.at"
-                    " FROM unnest(%s::text[], %s::int[], %s::float8[]) AS u(id, n, at)"
+                    " FROM unnest(%b::text[], %b::int[], %b::float8[]) AS u(id, n, at)"
                     " WHERE t.id = u.id",
                     (
                         [t.id for t in moved],

@@ -267,14 +267,15 @@ _RETURNED = (
 # occurrence's open group (unread, touched since its window began), insert the
 # others, and count each user's unread: the count before the statement (its
 # snapshot) plus the rows it inserted for that user. The input comes as one array
-# per column, so the text is the same for any batch (parsed once, prepared).
+# per column, so the text is the same for any batch (parsed once, prepared), in
+# binary (%b: psycopg dumps a text array element by element through a regex).
 _ADD_BATCHES = (
     "WITH input AS (SELECT t.ord, t.user_id, t.since, t.at, t.id, t.kind, t.group_key,"
     "  t.session_id, t.thread_id, t.data, t.count, ARRAY(SELECT a FROM"
     "   jsonb_array_elements_text(t.actors) WITH ORDINALITY e(a, o) ORDER BY o) AS actor_ids"
-    "  FROM unnest(%s::int[], %s::text[], %s::double precision[], %s::double precision[],"
-    "   %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[]::jsonb[],"
-    "   %s::text[]::jsonb[], %s::int[])"
+    "  FROM unnest(%b::int[], %b::text[], %b::double precision[], %b::double precision[],"
+    "   %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[]::jsonb[],"
+    "   %b::text[]::jsonb[], %b::int[])"
     "  AS t(ord, user_id, since, at, id, kind, group_key, session_id, thread_id, actors, data,"
     "   count)),"
     " open AS (SELECT DISTINCT ON (n.user_id, n.group_key) n.id, n.user_id, n.group_key"
