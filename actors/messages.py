@@ -147,6 +147,7 @@ SessionMessage = (
     JoinSession
     | LeaveSession
     | PublishEvent
+    | AppendEvent
     | PresenceChanged
     | PresenceSnapshot
     | PresenceRestarted

@@ -301,12 +301,22 @@ class Collaboration:
         room. One that could not be queued in time gets ``TooSlowError`` as its seq.
         """
         replies: list[trio.MemoryReceiveChannel[int | Exception] | Exception] = []
+        live = self.node.registry.lookup(self.node.session_kind, session_id)
         try:
             with trio.fail_after(self.node.settings.mailbox_timeout):
                 for name, data, user_id in events:
                     send, receive = trio.open_memory_channel[int | Exception](1)
                     message = AppendEvent(name, data, user_id, send, self._sensitive)
-                    await self.node.send_to_session(session_id, message)
+                    # Posted while the live mailbox has room: a checkpoint per event
+                    # would let every runnable task run in between (a batch can hold
+                    # hundreds). Else wait for room (or a successor), in order still.
+                    try:
+                        if live is None:
+                            raise MailboxClosed
+                        live.post(message)
+                    except (MailboxFull, MailboxClosed):
+                        live = None
+                        await self.node.send_to_session(session_id, message)
                     replies.append(receive)
         except Exception as exc:  # too slow, or the session kept closing: the rest fail
             replies.extend([exc] * (len(events) - len(replies)))
@@ -353,7 +363,10 @@ class _Replies:
                 seqs.append(reply)
                 continue
             try:
-                seqs.append(await reply.receive())
+                try:  # the session answers a batch at once: no checkpoint per event
+                    seqs.append(reply.receive_nowait())
+                except trio.WouldBlock:
+                    seqs.append(await reply.receive())
             except trio.EndOfChannel:  # the session actor dropped it (it crashed)
                 seqs.append(RuntimeError("the session stopped before storing the event"))
         return seqs

@@ -30,9 +30,13 @@ def schema_url(database_url: str, pg_schema: str) -> str:
     return f"{database_url}?options={options}"
 
 
-async def test_concurrent_creates_keep_positions_events_and_seqs(schema_url: str) -> None:
+# A session mailbox of 4 makes a batch's events wait for room part way: still in order.
+@pytest.mark.parametrize("mailbox_size", [1024, 4])
+async def test_concurrent_creates_keep_positions_events_and_seqs(
+    schema_url: str, mailbox_size: int
+) -> None:
     with trio.fail_after(60):
-        async with open_test_server(database_url=schema_url) as server:
+        async with open_test_server(database_url=schema_url, mailbox_size=mailbox_size) as server:
             service = server.node.collab.comments
             store = service.store
             batches: list[int] = []

@@ -3,9 +3,9 @@
 Every comment notifies every earlier writer of the thread (``reply``): about
 100 inbox deliveries per comment, 100,000 in all. They run behind the comments
 (the fan-out task, then each inbox groups its queued occurrences and the
-inbox writer stores the batches of every inbox waiting in one statement), so the comments themselves stay
-fast: 100 x 10 took 161 s with a write per delivery on the comment's path and
-takes about 16 s now (see the report in the commit adding this).
+inbox writer stores the batches of every inbox waiting in one statement), so
+the comments themselves stay fast: 100 x 10 took 161 s with a write per
+delivery on the comment's path and takes about 16 s now (see the report in the commit adding this).
 """
 
 from __future__ import annotations
