@@ -419,7 +419,11 @@ class PostgresNotificationStore:
                     column.append(value)
             owner += [i] * len(rows)
         if owner:
-            got = await self._db.fetch_all(_ADD_BATCHES, columns)
+            # A write: not retried on a fresh connection (fetch_all would), since it
+            # may have committed before the connection broke.
+            got = await self._db.run_in_transaction(
+                lambda conn: conn.execute(_ADD_BATCHES, columns).fetchall()
+            )
             stored: dict[int, list[NotificationRecord]] = {}
             unread: dict[int, int] = {}
             for row in got:  # in input order
