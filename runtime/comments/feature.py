@@ -137,6 +137,12 @@ class Collaboration:
         WebhooksApi(node, self).register(node.http)
         node.sessions.on_member_change.append(self._member_changed)
         self._nursery: trio.Nursery | None = None
+        # Each user's sockets (all tabs), so a notification does not scan every
+        # connection of the node. Entries of closed sockets, or of sockets that
+        # authenticated as someone else since, are dropped when met; the whole
+        # index is rebuilt from the node's connections when it outgrows them.
+        self._sockets: dict[str, list[ClientConnection]] = {}
+        self._indexed = 0
         self._fanout_send, self._fanout_recv = trio.open_memory_channel[Notice](FANOUT_QUEUE)
 
     async def start(self, root: Supervisor, nursery: trio.Nursery) -> None:
@@ -236,14 +242,38 @@ class Collaboration:
         )
 
     def _to_user(self, user_id: str, message: dict[str, JSON]) -> None:
-        for conn in list(self.node.connections.values()):
-            if conn.user_id == user_id and not conn.closed:
-                conn.send(message)
+        sockets = self._sockets.get(user_id)
+        if not sockets:
+            return
+        live = [c for c in sockets if not c.closed and c.user_id == user_id]
+        if len(live) < len(sockets):
+            self._indexed -= len(sockets) - len(live)
+            if live:
+                self._sockets[user_id] = live
+            else:
+                del self._sockets[user_id]
+        for conn in live:
+            conn.send(message)
 
     def connected(self, conn: ClientConnection) -> None:
         """A socket got its identity: send the unread count and the latest unread (if any)."""
-        if self._nursery is not None and conn.identity is not None:
+        if conn.identity is None:
+            return
+        if self._indexed > 2 * len(self.node.connections) + 64:
+            self._reindex()
+        sockets = self._sockets.setdefault(conn.user_id, [])
+        if conn not in sockets:
+            sockets.append(conn)
+            self._indexed += 1
+        if self._nursery is not None:
             self._nursery.start_soon(self._snapshot, conn)
+
+    def _reindex(self) -> None:
+        self._sockets = {}
+        for conn in self.node.connections.values():
+            if conn.identity is not None and not conn.closed:
+                self._sockets.setdefault(conn.user_id, []).append(conn)
+        self._indexed = sum(len(sockets) for sockets in self._sockets.values())
 
     async def _snapshot(self, conn: ClientConnection) -> None:
         try:

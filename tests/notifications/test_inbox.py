@@ -105,3 +105,33 @@ def test_grouping_window() -> None:
     assert not groups_with(attrs.evolve(first, read_at=1001.0), 1002.0, window=300)
     assert not groups_with(first, 1000.0, window=0)
     assert group_key(Incoming(user_id="u", kind="custom")) is None
+
+
+async def test_notifications_follow_sockets_that_close_or_change_user(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_test_server() as server:
+        collab = server.node.collab
+        service = collab.comments
+        thread = (await service.create_thread("alice", SID, body="root")).result
+        async with server.websocket(token=server.token("alice")) as w1:
+            tab = Inbox(w1)
+            assert (await tab.next())["type"] == "welcome"
+            async with server.websocket(token=server.token("alice")) as w2:
+                assert (await Inbox(w2).next())["type"] == "welcome"
+            await trio.sleep(1)  # the second tab is gone
+            await service.create_comment("bob", SID, thread["id"], body="reply")
+            assert (await tab.next_of("notification"))["notification"]["kind"] == "reply"
+            # The same socket authenticates as carol: carol's notifications follow it.
+            assert (await tab.request(type="auth", token=server.token("carol")))["type"] == (
+                "auth:ok"
+            )
+            await service.create_thread("bob", SID, body="@carol", mentions=["carol"])
+            note = (await tab.next_of("notification"))["notification"]
+            assert (note["userId"], note["kind"]) == ("carol", "mention")
+        # Sockets that come and go do not pile up in the index of users' sockets.
+        for n in range(150):
+            async with server.websocket(token=server.token(f"u{n}")) as ws:
+                assert (await Inbox(ws).next())["type"] == "welcome"
+        await trio.sleep(1)
+        assert sum(len(s) for s in collab._sockets.values()) <= 64 + 2
