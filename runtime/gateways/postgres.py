@@ -99,20 +99,20 @@ class PostgresEventStore:
             ):
                 column.append(value)
         heads = [(sid, g[0].seq - 1, g[-1].seq) for sid, g in groups.items()]
+        if len(heads) == 1:  # a session actor's batch: one statement, one round trip
+            session_id, prev, last = heads[0]
+            if await self._db.run_on_connection(
+                lambda conn: _append_at_head(conn, session_id, prev, last, columns)
+            ):
+                return
+            # The head is not at prev (nothing was written): the session's first
+            # append, or another writer moved it. The full path below says which.
 
         def work(conn: Conn) -> None:
             for session_id, prev, last in heads:
                 _advance_head(conn, session_id, prev, last)
             # One statement for the whole batch, whatever its size.
-            conn.execute(
-                "INSERT INTO session_events"
-                " (session_id, seq, name, data, user_id, ts, data_enc, key_id)"
-                # %b: arrays go in binary (psycopg dumps a text array element by
-                # element through a regex, ~25x the CPU, and this is the critical path).
-                " SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[],"
-                " %b::text[]::jsonb[], %b::text[], %b::timestamptz[], %b::bytea[], %b::text[])",
-                columns,
-            )
+            conn.execute("INSERT INTO session_events" + _EVENT_COLUMNS + _EVENT_ROWS, columns)
 
         await self._db.run_in_transaction(work)
 
@@ -233,6 +233,39 @@ class PostgresEventStore:
             ).rowcount
 
         return await self._db.run_in_transaction(work)
+
+
+_EVENT_COLUMNS = " (session_id, seq, name, data, user_id, ts, data_enc, key_id)"
+# %b: arrays go in binary (psycopg dumps a text array element by element through a
+# regex, ~25x the CPU, and every comment and published event waits for this write).
+_EVENT_ROWS = (
+    " SELECT * FROM unnest(%b::text[], %b::bigint[], %b::text[], %b::text[]::jsonb[],"
+    " %b::text[], %b::timestamptz[], %b::bytea[], %b::text[])"
+)
+_APPEND_AT_HEAD = (
+    "WITH head AS (UPDATE sessions SET last_seq = %s WHERE id = %s AND last_seq = %s"
+    " RETURNING id),"
+    " added AS (INSERT INTO session_events"
+    + _EVENT_COLUMNS
+    + _EVENT_ROWS
+    + " WHERE EXISTS (SELECT FROM head) RETURNING 1)"
+    " SELECT count(*) FROM added"
+)
+
+
+def _append_at_head(
+    conn: Conn, session_id: str, prev: int, last: int, columns: Sequence[list[Any]]
+) -> bool:
+    """Move the head from ``prev`` to ``last`` and insert the events, in one statement
+    committed on its own: no BEGIN and COMMIT round trips, and the row lock on the
+    head serialises appends as in ``_advance_head``. False (nothing written) if the
+    head is not at ``prev``."""
+    conn.autocommit = True
+    try:
+        row = conn.execute(_APPEND_AT_HEAD, (last, session_id, prev, *columns)).fetchone()
+    finally:
+        conn.autocommit = False  # as the pool lent it
+    return row is not None and int(row[0]) > 0
 
 
 def _advance_head(conn: Conn, session_id: str, prev: int, last: int) -> None:

@@ -64,6 +64,25 @@ async def test_big_batch_is_one_transaction(db: DatabaseGateway) -> None:
     print(f"append of 5000 events: {elapsed * 1000:.0f} ms")
 
 
+async def test_append_at_the_head_or_nothing(db: DatabaseGateway) -> None:
+    # The first append creates the session's head; later ones move it in one
+    # statement, and one that is not at the head writes nothing.
+    store = PostgresEventStore(db)
+    with trio.fail_after(10):
+        await store.append([ev("h", 1), ev("h", 2), ev("h", 3)])
+        await store.append([ev("h", 4), ev("h", 5)])
+        with pytest.raises(SeqConflict):
+            await store.append([ev("h", 4)])
+        with pytest.raises(SeqConflict):
+            await store.append([ev("h", 7), ev("h", 8)])
+        assert (await store.load_head("h")).last_seq == 5
+        assert [e.seq for e in await store.read_since("h", 0, 10)] == [1, 2, 3, 4, 5]
+        # a batch of two sessions goes the long way, in one transaction
+        await store.append([ev("h", 6), ev("k", 1)])
+        assert (await store.load_head("h")).last_seq == 6
+        assert (await store.load_head("k")).last_seq == 1
+
+
 async def test_two_gateways_racing_on_one_session(
     db: DatabaseGateway, database_url: str, pg_options: str
 ) -> None:
