@@ -3,13 +3,16 @@
 Not a benchmark (no timing): one flush of 200 state-only changes (a 500 x 20 Hz storm
 sends ~200 changed users per 20 ms flush) with the loadgen's state shape, encoded with
 the server's codec as the session actor does. "before" is the message as it was (whole
-participant records), "after" what the Roster sends now.
+participant records), "after" what the Roster sends now, and "deflated" that frame as
+sent to members that negotiated permessage-deflate (the pad is random, as the loadgen's).
 
     python -m loadgen.presence_bytes
 """
 
 from __future__ import annotations
 
+import base64
+import random
 import sys
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from actors.messages import PresenceChanged
 from actors.presence.roster import Roster
 from runtime.protocol import messages as wire
 from runtime.protocol.codec import encode
+from runtime.protocol.frames import SharedFrame
 
 USERS = 200
 SESSION = "s0"  # the loadgen's session ids
@@ -35,7 +39,8 @@ def record(n: int, state: object) -> dict[str, object]:
 
 
 def loadgen_state(n: int) -> dict[str, object]:
-    return {"pt": 1795000000000000 + n, "pc": 100 + n, "pad": "x" * 40}
+    pad = base64.b64encode(random.Random(n).randbytes(30)).decode()[:40]  # as random_pad
+    return {"pt": 1795000000000000 + n, "pc": 100 + n, "pad": pad}
 
 
 def main() -> None:
@@ -51,6 +56,10 @@ def main() -> None:
     print(f"  before (whole records): {len(before):6d} bytes, {len(before) / USERS:.1f} per change")
     print(f"  after  (lean entries):  {len(after):6d} bytes, {len(after) / USERS:.1f} per change")
     print(f"  after / before: {len(after) / len(before):.2f}")
+    frame = SharedFrame(after)
+    deflated = frame.deflated()
+    print(f"  frame {len(frame.websocket):6d} bytes, deflated {len(deflated):6d} bytes", end="")
+    print(f" ({len(deflated) / len(frame.websocket):.2f})")
 
 
 if __name__ == "__main__":
