@@ -30,12 +30,15 @@ def text_frame(payload: bytes) -> bytes:
 def deflated_text_frame(payload: bytes) -> bytes:
     """``payload`` for a client that negotiated permessage-deflate.
 
-    Compressed (RSV1 set) when it is long enough to gain from it, else the
-    plain frame: RFC 7692 lets the sender choose message by message.
+    Compressed (RSV1 set) when it is long enough to gain from it and did
+    shrink, else the plain frame: RFC 7692 lets the sender choose message by
+    message.
     """
     if len(payload) < deflate.MIN_COMPRESS_BYTES:
         return text_frame(payload)
     data = deflate.compress(payload)
+    if len(data) >= len(payload):  # incompressible (already random or compressed data)
+        return text_frame(payload)
     return _header(0xC1, len(data)) + data
 
 

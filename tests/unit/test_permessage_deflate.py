@@ -7,6 +7,7 @@ client library would.
 
 from __future__ import annotations
 
+import random
 import zlib
 
 import pytest
@@ -252,6 +253,15 @@ def test_long_payloads_are_compressed_and_short_ones_sent_as_they_are() -> None:
     long_frame, short_frame = deflated_text_frame(long), deflated_text_frame(short)
     assert long_frame[0] == 0xC1 and len(long_frame) < len(long) // 4  # FIN, RSV1, text
     assert short_frame == text_frame(short)
+
+
+def test_a_payload_that_does_not_shrink_goes_out_plain() -> None:
+    rng = random.Random(7)
+    hex_text = rng.randbytes(200).hex().encode()  # 400 hex digits: 4 bits of 8 are entropy
+    assert deflated_text_frame(hex_text)[0] == 0xC1  # so they shrink: compressed
+    incompressible = rng.randbytes(400)
+    # Not UTF-8 text, but the frame builder only sees bytes: it must not grow them.
+    assert deflated_text_frame(incompressible) == text_frame(incompressible)
 
 
 def test_a_shared_frame_is_compressed_once_for_every_member() -> None:
