@@ -53,6 +53,11 @@ class BatchPolicy:
     spends most of its time fanning out gains most from fewer, fuller frames
     (each frame costs one ``send()`` per member), while a lightly loaded one
     keeps the narrow window or none.
+
+    ``widen_for`` narrows "worth waiting for" to batches holding at least one
+    message it accepts (None: any message). A session waits for more events,
+    never for more presence changes: those come from its presence actor at most
+    once per flush interval, so a window would only delay each of them.
     """
 
     max_batch: int = 512
@@ -60,6 +65,7 @@ class BatchPolicy:
     max_delay: float = 0.0  # below ``delay``: no growth
     widen_at: int = 16
     widen_busy: float = 0.5
+    widen_for: Callable[[Any], bool] | None = None
 
     def window(self, last_size: int, busy: float) -> float:
         """Seconds to wait for more messages after the queued ones (0: handle now)."""
@@ -122,7 +128,11 @@ async def run_batch_loop(
         batch = [first]
         _drain_into(batch, mailbox, policy.max_batch)
         window = policy.window(last_size, busy)
-        if window > 0 and len(batch) < policy.max_batch:
+        if (
+            window > 0
+            and len(batch) < policy.max_batch
+            and (policy.widen_for is None or any(map(policy.widen_for, batch)))
+        ):
             try:
                 with trio.move_on_after(window):
                     while len(batch) < policy.max_batch and not isinstance(batch[-1], Fail):

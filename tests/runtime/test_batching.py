@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -85,3 +86,19 @@ async def test_without_a_delay_nothing_waits(autojump_clock: trio.testing.MockCl
 async def test_max_batch_caps_a_batch(autojump_clock: trio.testing.MockClock) -> None:
     batches = await _run(BatchPolicy(max_batch=8), [(0.0, list(range(20)))])
     assert batches == [list(range(8)), list(range(8, 16)), list(range(16, 20))]
+
+
+async def test_only_a_batch_with_a_message_worth_waiting_for_gets_a_window(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    burst = list(range(20))  # loaded by size: the next batch would get its window
+    script = [(0.0, burst), (0.1, [100]), (0.005, [101, 102]), (0.1, [200])]
+    waits = BatchPolicy(max_batch=512, delay=0.01, max_delay=0.01, widen_at=16)
+    assert (await _run(attrs.evolve(waits, widen_for=lambda n: n >= 100), script))[1] == [
+        100,
+        101,
+        102,
+    ]
+    # Nothing in [100] is worth a window: handled at once, the late pair on its own.
+    batches = await _run(attrs.evolve(waits, widen_for=lambda n: n < 100), script)
+    assert batches[1:3] == [[100], [101, 102]]
