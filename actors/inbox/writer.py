@@ -18,21 +18,18 @@ ended) a write goes straight to the store.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import attrs
 import trio
 
-from runtime.gateways.database import DatabaseError
+from runtime.gateways.database import each_alone_if_refused
 from runtime.gateways.notifications import (
     InboxWrite,
     NotificationRecord,
     NotificationStore,
     Written,
 )
-
-logger = logging.getLogger(__name__)
 
 #: Writes queued before an inbox waits for room (backpressure).
 QUEUE = 4096
@@ -134,15 +131,4 @@ class InboxWriter:
 
     async def _store_all(self, writes: list[InboxWrite]) -> Sequence[Written | Exception]:
         """One result per write; never raises (but is cancellable)."""
-        try:
-            return await self._store.add_batches(writes)
-        except DatabaseError as exc:  # unavailable or timed out: all alike
-            return [exc] * len(writes)
-        except Exception as exc:
-            if len(writes) == 1:
-                return [exc]
-            logger.warning("inbox writes of %d refused (%s); writing singly", len(writes), exc)
-            out: list[Written | Exception] = []
-            for write in writes:
-                out.extend(await self._store_all([write]))
-            return out
+        return await each_alone_if_refused(self._store.add_batches, writes, "inbox writes")

@@ -18,9 +18,8 @@ comment at a time so that row fails alone too.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import attrs
 
@@ -34,9 +33,7 @@ from runtime.comments.model import (
     thread_json,
 )
 from runtime.gateways.comment_store import AddedComment, CommentStore
-from runtime.gateways.database import DatabaseError
-
-logger = logging.getLogger(__name__)
+from runtime.gateways.database import each_alone_if_refused
 
 JSON = Any
 Published = Callable[[str, int, str, JSON], Awaitable[None]]  # (session, seq, name, data)
@@ -113,8 +110,9 @@ class CommentBatches:
             drafts = [_stamped(d, now) for d in drafts]
             comments = [d for d in drafts if isinstance(d, CommentRecord)]
             threads = [(d.thread, d.first) for d in drafts if isinstance(d, NewThread)]
-            added = iter(await _alone_if_broken(self._store.add_comments, comments))
-            made = iter(await _alone_if_broken(self._store.create_threads, threads))
+            store = self._store
+            added = iter(await each_alone_if_refused(store.add_comments, comments, "comments"))
+            made = iter(await each_alone_if_refused(store.create_threads, threads, "threads"))
             stored: list[AddedComment | Exception] = []
             events: list[tuple[str, JSON, str]] = []
             for draft in drafts:  # back in the batch's order
@@ -165,35 +163,6 @@ def stream_error(exc: Exception) -> Exception:
     if isinstance(exc, ClusterRequestError):  # a relay node could not reach the owner
         return Unavailable(f"session stream unavailable, retry: {exc}")
     return exc
-
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-async def _alone_if_broken(
-    write: Callable[[list[T]], Awaitable[Sequence[R | Exception]]], items: list[T]
-) -> list[R | Exception]:
-    """``write(items)``, one result per item, never raising.
-
-    If one row broke the transaction (nothing was written), write them one at a time,
-    so its batch-mates are not refused for it. A database that is unavailable or
-    timed out fails them all alike.
-    """
-    if not items:
-        return []
-    try:
-        return list(await write(items))
-    except DatabaseError as exc:
-        return [exc] * len(items)
-    except Exception as exc:
-        if len(items) == 1:
-            return [exc]
-        logger.warning("comment batch of %d refused (%s); writing singly", len(items), exc)
-        out: list[R | Exception] = []
-        for item in items:
-            out.extend(await _alone_if_broken(write, [item]))
-        return out
 
 
 def _stamped(draft: Draft, now: float) -> Draft:

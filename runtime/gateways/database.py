@@ -23,7 +23,7 @@ import logging
 import select
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, LiteralString, TypeVar
 
@@ -37,6 +37,7 @@ from runtime import metrics
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+R = TypeVar("R")
 Row = tuple[Any, ...]
 Params = Sequence[Any] | Mapping[str, Any] | None
 Query = LiteralString | psycopg.sql.Composed | psycopg.sql.SQL
@@ -373,3 +374,29 @@ async def open_database_gateway(
         with trio.move_on_after(10) as scope:
             scope.shield = True
             await trio.to_thread.run_sync(lambda: pool.close(timeout=5.0), abandon_on_cancel=True)
+
+
+async def each_alone_if_refused(
+    write: Callable[[list[T]], Awaitable[Sequence[R | Exception]]], items: list[T], what: str
+) -> list[R | Exception]:
+    """``write(items)`` (one statement or transaction for all), one result per item; never raises.
+
+    If the write was refused (one row broke the statement: nothing was written), the
+    items are written one at a time, so the one that broke it fails alone and its
+    batch-mates are not refused for it. A database that is unavailable or timed out
+    (``DatabaseError``) fails them all alike. ``what`` names the items in the log.
+    """
+    if not items:
+        return []
+    try:
+        return list(await write(items))
+    except DatabaseError as exc:
+        return [exc] * len(items)
+    except Exception as exc:
+        if len(items) == 1:
+            return [exc]
+        log.warning("%s: a batch of %d refused (%s); writing singly", what, len(items), exc)
+        out: list[R | Exception] = []
+        for item in items:
+            out.extend(await each_alone_if_refused(write, [item], what))
+        return out
