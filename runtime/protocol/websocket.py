@@ -118,7 +118,9 @@ class ServerWebSocket:
     one message of at most that size (plus a frame header and one read). A
     compressed message (``deflate``: permessage-deflate was negotiated) is
     bounded twice: its compressed frames as above, and its inflated size, which
-    fails with 1009 as soon as inflating passes the bound (no zip bombs).
+    fails with 1009 as soon as inflating passes the bound (no zip bombs). While
+    a compressed message is in flight its inflater holds ~40 KB of zlib state,
+    less than the 64 KB a plain fragmented message may hold by default.
     """
 
     # One per client connection: kept to a few slots (docs/performance.md counts
