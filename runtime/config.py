@@ -55,6 +55,9 @@ class Settings:
         15.0, "seconds without a sign of life before a client is dropped"
     )
     away_after: float = _setting(60.0, "seconds without presence activity before a user is away")
+    presence_interval: float = _setting(
+        0.02, "shortest time between two presence broadcasts of a session (seconds)"
+    )
     max_message_bytes: int = _setting(65536, "largest inbound WebSocket message (1009 past it)")
     outbound_limit: int = _setting(
         4 * 1024 * 1024, "queued outbound bytes per connection (4000 past it)"
@@ -276,6 +279,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("presence_timeout must be > 0")
     if settings.max_message_bytes < 1024:
         raise ConfigError("max_message_bytes must be >= 1024")
+    if not 0 <= settings.presence_interval <= 10:
+        raise ConfigError("presence_interval must be between 0 and 10 seconds")
 
 
 def public_view(settings: Settings) -> dict[str, Any]:

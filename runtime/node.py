@@ -126,7 +126,9 @@ class TandemNode:
             retention_seconds=settings.retention_seconds,
         )
         presence_config = PresenceConfig(
-            away_after=settings.away_after, passivate_after=settings.passivate_after
+            away_after=settings.away_after,
+            flush_interval=settings.presence_interval,
+            passivate_after=settings.passivate_after,
         )
         self.session_kind: ActorKind[Mailbox[SessionMessage]] = ActorKind(
             "session",

@@ -218,3 +218,31 @@ async def test_server_side_events_join_the_same_ordered_stream(
             await late.request(type="session:join", sessionId="doc", since=1)
             replayed = await late.next_of("event")
             assert (replayed["seq"], replayed["data"]) == (2, {"id": "t1"})
+
+
+async def test_presence_interval_spaces_a_sessions_presence_broadcasts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def gap(interval: float) -> float:
+        """Time between the broadcasts of two presence updates sent back to back."""
+        async with open_test_server(presence_interval=interval) as server:
+            async with (
+                server.websocket(token=server.token("ann")) as a,
+                server.websocket(token=server.token("bob")) as b,
+            ):
+                ann, bob = Inbox(a), Inbox(b)
+                await ann.request(type="session:join", sessionId="doc")
+                await bob.request(type="session:join", sessionId="doc")
+                seen = []
+                for x in (1, 2):
+                    await bob.send(type="presence:update", sessionId="doc", state={"x": x})
+                    while True:
+                        change = await ann.next_of("presence")
+                        if any(c.get("state") == {"x": x} for c in change["changes"]):
+                            seen.append(trio.current_time())
+                            break
+                return seen[1] - seen[0]
+
+    with trio.fail_after(60):
+        assert await gap(1.0) >= 1.0  # the second update waits out the interval
+        assert await gap(0.02) < 0.1

@@ -83,3 +83,9 @@ def test_rs256_tokens_verify_through_a_jwks_file(tmp_path: Path) -> None:
     )
     assert verifier.verify(token, now=now).user_id == "ann"
     assert verifier.hs256_secret is None  # no dev secret made up when keys are configured
+
+
+@pytest.mark.parametrize("value", ["-0.01", "11"])
+def test_presence_interval_out_of_range_is_refused(value: str) -> None:
+    with pytest.raises(ConfigError, match="presence_interval"):
+        load_settings([], {"TANDEM_PRESENCE_INTERVAL": value})
