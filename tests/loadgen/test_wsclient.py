@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 
 import orjson
+import pytest
 
 from loadgen.wsclient import Stats, WsConnection
 from runtime.protocol import messages as wire
@@ -116,3 +118,46 @@ def test_a_non_observer_answers_pings_but_counts_nothing() -> None:
     assert (stats.presence, conn.presence_seen) == (0, {})
     conn.data_received(bytes((0x89, 2)) + b"hi")  # ping
     assert transport.written.endswith(bytes((0x8A, 0x80 | 2)) + b"\0\0\0\0hi")
+
+
+def _compressed(payloads: list[bytes], *, takeover: bool) -> list[bytes]:
+    """Server frames for ``payloads``, RSV1 set, with one context for all or one each."""
+    frames = []
+    shared = zlib.compressobj(1, zlib.DEFLATED, -15)
+    for payload in payloads:
+        packer = shared if takeover else zlib.compressobj(1, zlib.DEFLATED, -15)
+        data = (packer.compress(payload) + packer.flush(zlib.Z_SYNC_FLUSH))[:-4]
+        n = len(data)
+        head = bytes((0xC1, n)) if n < 126 else bytes((0xC1, 126)) + n.to_bytes(2)
+        frames.append(head + data)
+    return frames
+
+
+@pytest.mark.parametrize("takeover", [False, True], ids=["no-context-takeover", "takeover"])
+def test_compressed_frames_are_inflated_with_the_servers_context_choice(takeover: bool) -> None:
+    stats = Stats()
+    joined: list[str] = []
+    conn = WsConnection(
+        "127.0.0.1",
+        1,
+        "/",
+        False,
+        b"{}",
+        stats,
+        lambda c: joined.append("j"),
+        lambda c, r: joined.append(r),
+        compression=True,
+    )
+    transport = FakeTransport()
+    conn.connection_made(transport)
+    assert b"Sec-WebSocket-Extensions: permessage-deflate" in transport.written
+    answer = b"permessage-deflate" + (b"" if takeover else b"; server_no_context_takeover")
+    conn.data_received(b"HTTP/1.1 101 OK\r\nSec-WebSocket-Extensions: " + answer + b"\r\n\r\n")
+    t = time.time_ns() // 1000
+    event = orjson.dumps({"type": "event", "data": {"t": t, "pad": "x" * 300}})
+    frames = _compressed(
+        [b'{"type":"session:joined","pad":"' + b"y" * 300 + b'"}', event, event], takeover=takeover
+    )
+    conn.data_received(b"".join(frames))
+    assert joined == ["j"]
+    assert stats.events == 2 and stats.protocol_errors == 0
