@@ -35,7 +35,9 @@ def server_frame(payload: bytes, opcode: int = 1) -> bytes:
     return head + payload
 
 
-def make_conn(socketio: bool = False) -> tuple[WsConnection, Stats, list[str], FakeTransport]:
+def make_conn(
+    socketio: bool = False, *, compression: bool = False
+) -> tuple[WsConnection, Stats, list[str], FakeTransport]:
     stats = Stats()
     joined: list[str] = []
     conn = WsConnection(
@@ -47,6 +49,7 @@ def make_conn(socketio: bool = False) -> tuple[WsConnection, Stats, list[str], F
         stats,
         lambda c: joined.append("j"),
         lambda c, r: joined.append(r),
+        compression=compression,
     )
     transport = FakeTransport()
     conn.connection_made(transport)
@@ -135,21 +138,7 @@ def _compressed(payloads: list[bytes], *, takeover: bool) -> list[bytes]:
 
 @pytest.mark.parametrize("takeover", [False, True], ids=["no-context-takeover", "takeover"])
 def test_compressed_frames_are_inflated_with_the_servers_context_choice(takeover: bool) -> None:
-    stats = Stats()
-    joined: list[str] = []
-    conn = WsConnection(
-        "127.0.0.1",
-        1,
-        "/",
-        False,
-        b"{}",
-        stats,
-        lambda c: joined.append("j"),
-        lambda c, r: joined.append(r),
-        compression=True,
-    )
-    transport = FakeTransport()
-    conn.connection_made(transport)
+    conn, stats, joined, transport = make_conn(compression=True)
     assert b"Sec-WebSocket-Extensions: permessage-deflate" in transport.written
     answer = b"permessage-deflate" + (b"" if takeover else b"; server_no_context_takeover")
     conn.data_received(b"HTTP/1.1 101 OK\r\nSec-WebSocket-Extensions: " + answer + b"\r\n\r\n")
