@@ -67,7 +67,6 @@ class ClientConnection:
 
     # One per client: slots keep an idle connection small (docs/performance.md).
     __slots__ = (
-        "_extensions",
         "_handshake",
         "_on_text",
         "_outbox",
@@ -113,8 +112,6 @@ class ClientConnection:
         self.opened_at = self.last_seen
         # wsproto answers the HTTP upgrade; dropped once the 101 response is written.
         self._handshake: WSConnection | None = WSConnection(ConnectionType.SERVER)
-        # The Sec-WebSocket-Extensions answer, while the upgrade is being accepted.
-        self._extensions: str | None = None
         self.deflate = False  # permessage-deflate negotiated (runtime.protocol.deflate)
         # Frames after the upgrade: our own decoder, lighter and faster than wsproto's.
         self._ws = ServerWebSocket(limits.max_message_bytes)
@@ -171,9 +168,9 @@ class ClientConnection:
         for event in self._handshake.events():
             assert isinstance(event, Request)
             if self.limits.compression:
-                self._extensions = deflate.negotiate([str(e) for e in event.extensions])
-        if self._extensions is not None:
-            self.deflate = True
+                offers = [str(e) for e in event.extensions]
+                self.deflate = deflate.negotiate(offers) is not None
+        if self.deflate:
             self._ws = ServerWebSocket(self.limits.max_message_bytes, deflate=True)
 
     async def run(
@@ -199,13 +196,12 @@ class ClientConnection:
                 on_overflow=self._slow_consumer,
                 on_broken=self._broken,
             )
-            # The one extension Tandem may accept is permessage-deflate (RSV1).
-            extensions = self._extensions
-            self._extensions = None
+            # The one extension Tandem may accept is permessage-deflate (RSV1), and it
+            # always answers it the same way (deflate.RESPONSE).
             accept = AcceptConnection(
-                extra_headers=[]
-                if extensions is None
-                else [(b"sec-websocket-extensions", extensions.encode())]
+                extra_headers=[(b"sec-websocket-extensions", deflate.RESPONSE.encode())]
+                if self.deflate
+                else []
             )
             self._outbox.write(handshake.send(accept))
             # Keep only the frame state: the finished HTTP handshake (an h11 connection,
