@@ -11,7 +11,6 @@ sent to members that negotiated permessage-deflate (the pad is random, as the lo
 
 from __future__ import annotations
 
-import base64
 import random
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from actors.messages import PresenceChanged
 from actors.presence.roster import Roster
+from loadgen.worker import random_pad
 from runtime.protocol import messages as wire
 from runtime.protocol.codec import encode
 from runtime.protocol.frames import SharedFrame
@@ -39,7 +39,7 @@ def record(n: int, state: object) -> dict[str, object]:
 
 
 def loadgen_state(n: int) -> dict[str, object]:
-    pad = base64.b64encode(random.Random(n).randbytes(30)).decode()[:40]  # as random_pad
+    pad = random_pad(40, random.Random(n).randbytes)  # seeded: the same bytes every run
     return {"pt": 1795000000000000 + n, "pc": 100 + n, "pad": pad}
 
 

@@ -16,6 +16,7 @@ import random
 import resource
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -59,10 +60,11 @@ class WorkerConfig:
     mention_pool: tuple[str, ...] = ()  # every user id in the session
 
 
-def random_pad(n: int) -> str:
+def random_pad(n: int, randbytes: Callable[[int], bytes] = os.urandom) -> str:
     """``n`` random base64 characters: data that compresses about as badly as it can, so
-    permessage-deflate is not credited with squeezing a run of one repeated letter."""
-    return base64.b64encode(os.urandom(n * 3 // 4 + 3)).decode()[:n]
+    permessage-deflate is not credited with squeezing a run of one repeated letter.
+    ``randbytes``: a seeded ``random.Random(...).randbytes`` gives the same pad each run."""
+    return base64.b64encode(randbytes(n * 3 // 4 + 3)).decode()[:n]
 
 
 def conn_id(worker_index: int, local_index: int) -> int:
