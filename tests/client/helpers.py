@@ -10,6 +10,7 @@ import trio
 
 from client import Message, TandemClient
 from runtime.gateways.memory import StoreError
+from runtime.testing.server import TestServer
 from tests.e2e.conftest import Inbox
 
 
@@ -47,6 +48,16 @@ async def wait_until(predicate: Callable[[], bool], *, limit: float = 30.0) -> N
     with trio.fail_after(limit):
         while not predicate():  # noqa: ASYNC110 - polling observable state is the point
             await trio.sleep(0.001)
+
+
+async def presence_supervisor(server: TestServer) -> dict[str, Any]:
+    """The ``presence`` supervisor's entry in the server's ``/status`` actor tree."""
+    status, body = await server.http("GET", "/status")
+    assert status == 200
+    tree: dict[str, Any] = next(
+        c["supervisor"] for c in body["actors"]["children"] if c["name"] == "presence"
+    )
+    return tree
 
 
 def break_replay_reads(store: Any, monkeypatch: pytest.MonkeyPatch) -> None:

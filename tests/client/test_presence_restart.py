@@ -15,7 +15,7 @@ import trio
 from client import TandemClient, open_tandem_client
 from runtime.testing.server import TestServer
 from tests.client.conftest import Connect
-from tests.client.helpers import next_message, wait_until
+from tests.client.helpers import next_message, presence_supervisor, wait_until
 from tests.e2e.conftest import Inbox
 
 View = dict[str, dict[str, Any]]
@@ -61,9 +61,7 @@ def child_state(server: TestServer, name: str) -> str:
 
 
 async def presence_restarts(server: TestServer, child: str) -> int:
-    status, body = await server.http("GET", "/status")
-    assert status == 200
-    tree = next(c["supervisor"] for c in body["actors"]["children"] if c["name"] == "presence")
+    tree = await presence_supervisor(server)
     return int(next(c["restarts"] for c in tree["children"] if c["name"] == child))
 
 

@@ -20,7 +20,7 @@ from runtime import metrics
 from runtime.supervisor import RestartPolicy
 from runtime.testing import open_test_server
 from runtime.testing.server import TestServer
-from tests.client.helpers import break_replay_reads, wait_until
+from tests.client.helpers import break_replay_reads, presence_supervisor, wait_until
 from tests.e2e.conftest import Inbox
 
 
@@ -33,10 +33,7 @@ def presence_live(server: TestServer, session_id: str) -> bool:
 
 
 async def presence_children(server: TestServer) -> int:
-    status, body = await server.http("GET", "/status")
-    assert status == 200
-    tree = next(c["supervisor"] for c in body["actors"]["children"] if c["name"] == "presence")
-    return int(tree["childCount"])
+    return int((await presence_supervisor(server))["childCount"])
 
 
 async def test_a_presence_update_never_spawns_a_presence_actor(
