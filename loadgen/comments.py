@@ -111,6 +111,10 @@ class CommentStats:
     latency_us: array[int] = field(default_factory=lambda: array("q"))
     ack_latency_us: array[int] = field(default_factory=lambda: array("q"))
     mention_latency_us: array[int] = field(default_factory=lambda: array("q"))
+    # Wall-clock µs (comparable across generator processes): the span a throughput
+    # figure can be measured over, with no polling interval in it.
+    first_sent_us: int | None = None
+    last_ack_us: int | None = None
     error_samples: list[str] = field(default_factory=list)
 
 
@@ -124,6 +128,12 @@ class CommentState:
         self._root_set: set[str] = set()
         self.pending: dict[str, int] = {}  # ref -> send time, µs
         self.stats = CommentStats()
+
+    def sent(self, ref: str, now_us: int) -> None:
+        """A create went out at ``now_us``; its ack will be timed against it."""
+        self.pending[ref] = now_us
+        if self.stats.first_sent_us is None:
+            self.stats.first_sent_us = now_us
 
     def reset(self) -> None:
         self.stats = CommentStats()
@@ -176,6 +186,7 @@ class CommentState:
             if sent is not None:
                 st.acks += 1
                 st.ack_latency_us.append(now_us - sent)
+                st.last_ack_us = max(now_us, st.last_ack_us or now_us)
             result = msg.get("result")
             if isinstance(result, dict):
                 self.learn(str(kind), result)

@@ -144,7 +144,7 @@ def _comment_table(meta: dict[str, Any], results: list[dict[str, Any]]) -> list[
         "PostgreSQL before they are acknowledged.",
         "",
         "| target | comments | threads / comments / replies | offered comments/s | "
-        "acked/s (publish + drain) | ack p50 ms | "
+        "acked/s (first send → last ack) | ack p50 ms | "
         "ack p95 ms | ack p99 ms | ack max ms | mentions sent | mention notifications | "
         "mention p50 / p99 ms | refused |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",

@@ -282,7 +282,7 @@ class Worker:
         state.stats.kinds[action.kind] += 1
         now = time.time_ns() // 1000
         text = comments.body(now, conn.conn_id, k, self.cfg.pad)
-        state.pending[ref] = now
+        state.sent(ref, now)
         return orjson.dumps(comments.message(action, sid, text, ref))
 
     def _message(self, conn: WsConnection, sid: str, k: int) -> bytes:
@@ -367,6 +367,8 @@ class Worker:
             "comment_errors": c.errors,
             "comment_error_samples": c.error_samples,
             "comment_kinds": dict(c.kinds),
+            "first_sent_us": c.first_sent_us,
+            "last_ack_us": c.last_ack_us,
         }
 
     def _presence_state(self) -> dict[str, Any]:

@@ -4,6 +4,7 @@ receipt counting, per-run schema URLs."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import orjson
 import psycopg
@@ -12,6 +13,7 @@ import pytest
 from loadgen import comments
 from loadgen.cli import _runs, parse_args, plan_from_args
 from loadgen.report import add_ratios, markdown
+from loadgen.runner import acked_per_second
 from loadgen.scenarios import build_plan, cluster_plan, members_per_node, publishers_per_node
 from loadgen.servers import run_name, schema_url
 
@@ -151,7 +153,7 @@ def thread_event(thread: str, comment: str, creator: int, stamp: int) -> dict[st
 
 def test_receipt_counts_others_deliveries_acks_mentions_and_errors() -> None:
     state = comments.CommentState()
-    state.pending["c7-0"] = 1000
+    state.sent("c7-0", 1000)
     batch = [
         thread_event("th1", "cm1", creator=5, stamp=1000),  # another member's: a delivery
         thread_event("th2", "cm2", creator=7, stamp=1000),  # my own: a self echo
@@ -180,11 +182,23 @@ def test_receipt_counts_others_deliveries_acks_mentions_and_errors() -> None:
     assert (st.deliveries, st.self_echoes, st.acks, st.mentions, st.errors) == (2, 1, 1, 1, 1)
     assert list(st.latency_us) == [500, 300]
     assert list(st.ack_latency_us) == [800]
+    assert (st.first_sent_us, st.last_ack_us) == (1000, 1800)  # the span throughput is timed over
     assert list(st.mention_latency_us) == [100]
     assert st.error_samples == ["not_found: no None"]
     # Threads and top-level comments are learnt for later replies; depth-1 ones are not roots.
     assert state.threads == {"s0": ["th1", "th2"]}
     assert state.roots == {"th1": ["cm1"], "th2": ["cm2"]}
+
+
+def test_acked_per_second_spans_first_send_to_last_ack_over_every_process() -> None:
+    reports: list[dict[str, Any]] = [
+        {"first_sent_us": 2_000_000, "last_ack_us": 2_900_000},
+        {"first_sent_us": 1_000_000, "last_ack_us": 2_250_000},
+        {"first_sent_us": None, "last_ack_us": None},  # a process that sent nothing
+    ]
+    assert acked_per_second(1900, reports) == 1000.0  # 1,900 acks over 1.9 s
+    assert acked_per_second(0, reports) is None
+    assert acked_per_second(5, [{"first_sent_us": None, "last_ack_us": None}]) is None
 
 
 def test_schema_url_puts_connections_in_the_runs_schema() -> None:

@@ -157,6 +157,8 @@ def test_comments_against_tandem_on_postgres(tmp_path: Path) -> None:
     assert step["self_echoes_ignored"] == 12
     assert step["comment_kinds"]["thread"] == 4 and step["comment_errors"] == 0
     assert step["ack_p99_ms"] is not None
+    # Timed from the first create to the last ack: 12 comments at 3/s per user take ~1 s.
+    assert 0 < step["acked_per_second"] <= 12 / (2 / 3)
     assert result["database_schema"].endswith("(dropped)")
 
 
