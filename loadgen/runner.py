@@ -331,6 +331,9 @@ class ScenarioRun:
                 round(delivered / srv_total, 1) if srv_total > 0 else None
             ),
             "generator_cpu_percent": [round(100 * g, 1) for g in gen],
+            # How late the start command reached each generator (its schedule starts on
+            # arrival, phases spread as asked; before, late starts fired catch-up bursts).
+            "start_late_s": [r.get("start_late_s", 0.0) for r in reports],
             "status": status,
             "problems": problems,
             "warnings": (

@@ -98,6 +98,7 @@ class Worker:
         self.lost_after_join = 0
         self.errors: list[str] = []
         self.sent = 0
+        self.start_late_s = 0.0  # how late the last run's start command arrived
         self.sent_per_session: Counter[str] = Counter()
         self.active_publishers = 0
         self.phase = "idle"
@@ -266,7 +267,12 @@ class Worker:
             self.send({"ev": "published", "per_session": {}})
             return
         self.active_publishers = len(live)
-        t0 = self.loop.time() + (start_at - time.time())
+        late = time.time() - start_at
+        # A start already past (the parent sampled the server after setting it) would
+        # fire every publisher's catch-up sends at once: start now instead, so phases
+        # stay spread over the first interval and the offered load is the rate asked.
+        t0 = self.loop.time() - min(0.0, late)
+        self.start_late_s = max(0.0, late)
         for conn, sid in live:
             self._schedule(conn, sid, rate, t0, t0 + duration)
 
@@ -347,6 +353,7 @@ class Worker:
             "lost": self.lost_after_join,
             "protocol_errors": s.protocol_errors,
             "errors": self.errors,
+            "start_late_s": round(self.start_late_s, 4),
             "histogram": encode_histogram(s.latency_us),
             **(self._presence_state() if self.cfg.kind == "presence" else {}),
             **(self._comment_report() if self.comments is not None else {}),
