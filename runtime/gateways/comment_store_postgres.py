@@ -22,7 +22,13 @@ from runtime.gateways.comment_sealing import (
     seal_thread,
 )
 from runtime.gateways.comment_store import JSON, AddedComment, Reactions, placement
-from runtime.gateways.database import DatabaseGateway, Row
+from runtime.gateways.database import (
+    DatabaseGateway,
+    Row,
+    Statement,
+    exchange,
+    explicit_transactions,
+)
 from runtime.gateways.encryption import EncryptionUnavailable, Sealer
 from runtime.gateways.memory import check_text, decode_json, encode_json
 
@@ -122,30 +128,67 @@ def _sealed_thread(
     return None, None, enc, metadata_digests(sealer, key_id, metadata, anchor), key_id
 
 
+_INSERT_COMMENTS = (
+    "INSERT INTO comments (id, thread_id, session_id, parent_id, depth, position,"
+    " author_id, body, mentions, created_at, body_enc, key_id) VALUES "
+)
+_COMMENT_VALUES = "(%s,%s,%s,%s,%s,%s,%s,%s,%s::text[],%s,%s,%s)"
+
+
+def _comment_values(
+    c: CommentRecord, sealed: tuple[str | None, bytes | None, str | None]
+) -> tuple[Any, ...]:
+    """One row of ``_COMMENT_VALUES`` (with its body as ``_sealed_body`` gave it)."""
+    body, body_enc, key_id = sealed
+    return (
+        c.id,
+        c.thread_id,
+        c.session_id,
+        c.parent_id,
+        c.depth,
+        c.position,
+        c.author_id,
+        body,
+        list(c.mentions),
+        c.created_at,
+        body_enc,
+        key_id,
+    )
+
+
 def _insert_comment(conn: Conn, c: CommentRecord, sealer: Sealer | None = None) -> CommentRecord:
-    body, body_enc, key_id = _sealed_body(sealer, c)
     row = conn.execute(
-        "INSERT INTO comments (id, thread_id, session_id, parent_id, depth, position,"
-        " author_id, body, mentions, created_at, body_enc, key_id)"
-        " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-        " RETURNING " + _COMMENT,
-        (
-            c.id,
-            c.thread_id,
-            c.session_id,
-            c.parent_id,
-            c.depth,
-            c.position,
-            c.author_id,
-            body,
-            list(c.mentions),
-            c.created_at,
-            body_enc,
-            key_id,
-        ),
+        _INSERT_COMMENTS + _COMMENT_VALUES + " RETURNING " + _COMMENT,
+        _comment_values(c, _sealed_body(sealer, c)),
     ).fetchone()
     assert row is not None
     return _comment(row, sealer)
+
+
+def _thread_insert(thread: ThreadRecord, sealed: _SealedThread) -> Statement:
+    anchor, metadata, enc, idx, key_id = sealed
+    return (
+        "INSERT INTO comment_threads (id, session_id, author_id, anchor, metadata,"
+        " comment_count, created_at, updated_at, metadata_enc, metadata_idx, key_id)"
+        " VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, 1, %s, %s, %s, %s::text[], %s)"
+        " RETURNING " + _THREAD,
+        (
+            thread.id,
+            thread.session_id,
+            thread.author_id,
+            anchor,
+            metadata,
+            thread.created_at,
+            thread.updated_at,
+            enc,
+            idx,
+            key_id,
+        ),
+    )
+
+
+def _comment_insert(values: tuple[Any, ...]) -> Statement:
+    return (_INSERT_COMMENTS + _COMMENT_VALUES + " RETURNING " + _COMMENT, values)
 
 
 class PostgresCommentStore:
@@ -159,67 +202,41 @@ class PostgresCommentStore:
     async def create_thread(
         self, thread: ThreadRecord, first: CommentRecord
     ) -> tuple[ThreadRecord, CommentRecord]:
-        check_text(thread.id, first.id, first.body, *first.mentions)
-        sealed = _sealed_thread(
-            self.sealer, thread.session_id, thread.id, thread.metadata, thread.anchor
-        )
-        return await self._db.run_in_transaction(
-            lambda conn: self._insert_thread(conn, thread, first, sealed)
-        )
+        [made] = await self.create_threads([(thread, first)])
+        if isinstance(made, Exception):
+            raise made
+        return made
 
     async def create_threads(
         self, threads: Sequence[tuple[ThreadRecord, CommentRecord]]
     ) -> list[tuple[ThreadRecord, CommentRecord] | Exception]:
-        """One transaction for the whole batch (two statements a thread, no thread hop
-        between them)."""
+        """One transaction for the whole batch, sent as one message with its BEGIN and
+        COMMIT: one round trip however many threads."""
         results: list[tuple[ThreadRecord, CommentRecord] | Exception | None] = [None] * len(threads)
-        todo: list[tuple[int, ThreadRecord, CommentRecord, _SealedThread]] = []
+        todo: list[tuple[int, Statement, Statement]] = []
         for i, (thread, first) in enumerate(threads):
             try:
                 check_text(thread.id, first.id, first.body, *first.mentions)
                 sealed = _sealed_thread(
                     self.sealer, thread.session_id, thread.id, thread.metadata, thread.anchor
                 )
-                todo.append((i, thread, first, sealed))
+                first = attrs.evolve(first, position=1)
+                comment = _comment_values(first, _sealed_body(self.sealer, first))
+                todo.append((i, _thread_insert(thread, sealed), _comment_insert(comment)))
             except Exception as exc:
                 results[i] = exc
 
-        def work(conn: Conn) -> list[tuple[ThreadRecord, CommentRecord]]:
-            return [self._insert_thread(conn, t, f, sealed) for _, t, f, sealed in todo]
+        def work(conn: Conn) -> list[list[Row]]:
+            statements = [s for _, thread, first in todo for s in (thread, first)]
+            with explicit_transactions(conn):
+                return exchange(conn, [("BEGIN", ()), *statements, ("COMMIT", ())])[1:-1]
 
         if todo:
-            for (i, _, _, _), made in zip(
-                todo, await self._db.run_in_transaction(work), strict=True
-            ):
-                results[i] = made
+            rows = await self._db.run_on_connection(work)
+            for k, (i, _, _) in enumerate(todo):
+                [thread_row], [first_row] = rows[2 * k], rows[2 * k + 1]
+                results[i] = (_thread(thread_row, self.sealer), _comment(first_row, self.sealer))
         return [r for r in results if r is not None]
-
-    def _insert_thread(
-        self, conn: Conn, thread: ThreadRecord, first: CommentRecord, sealed: _SealedThread
-    ) -> tuple[ThreadRecord, CommentRecord]:
-        anchor, metadata, enc, idx, key_id = sealed
-        row = conn.execute(
-            "INSERT INTO comment_threads (id, session_id, author_id, anchor, metadata,"
-            " comment_count, created_at, updated_at, metadata_enc, metadata_idx, key_id)"
-            " VALUES (%s, %s, %s, %s::jsonb, %s::jsonb, 1, %s, %s, %s, %s, %s)"
-            " RETURNING " + _THREAD,
-            (
-                thread.id,
-                thread.session_id,
-                thread.author_id,
-                anchor,
-                metadata,
-                thread.created_at,
-                thread.updated_at,
-                enc,
-                idx,
-                key_id,
-            ),
-        ).fetchone()
-        assert row is not None
-        return _thread(row, self.sealer), _insert_comment(
-            conn, attrs.evolve(first, position=1), self.sealer
-        )
 
     async def add_comment(self, comment: CommentRecord) -> tuple[ThreadRecord, CommentRecord]:
         check_text(comment.id, comment.body, *comment.mentions)
@@ -242,11 +259,11 @@ class PostgresCommentStore:
         return await self._db.run_in_transaction(work)
 
     async def add_comments(self, drafts: Sequence[CommentRecord]) -> list[AddedComment | Exception]:
-        """One transaction for the whole batch: lock its threads, read its parents and
-        the threads' writers (one round trip), insert every comment and move each
-        thread's count (one more): with BEGIN and COMMIT, four round trips however many
-        comments. Round trips are what a batch waits for (and after each one the worker
-        thread must win the GIL back from a busy event loop)."""
+        """One transaction for the whole batch in two round trips however many comments:
+        BEGIN, lock its threads, read its parents and the threads' writers (one message);
+        insert every comment, move each thread's count, COMMIT (another). Round trips
+        are what a batch waits for (and after each one the worker thread must win the
+        GIL back from a busy event loop)."""
         results: list[AddedComment | Exception | None] = [None] * len(drafts)
         todo: list[tuple[int, CommentRecord, tuple[str | None, bytes | None, str | None]]] = []
         for i, draft in enumerate(drafts):
@@ -256,11 +273,19 @@ class PostgresCommentStore:
             except Exception as exc:
                 results[i] = exc
         if todo:
-            done = await self._db.run_in_transaction(lambda conn: self._add_all(conn, todo))
+            done = await self._db.run_on_connection(lambda conn: self._add_all_alone(conn, todo))
             for i, result in done.items():
                 results[i] = result
         assert all(r is not None for r in results)
         return [r for r in results if r is not None]
+
+    def _add_all_alone(
+        self,
+        conn: Conn,
+        todo: Sequence[tuple[int, CommentRecord, tuple[str | None, bytes | None, str | None]]],
+    ) -> dict[int, AddedComment | Exception]:
+        with explicit_transactions(conn):
+            return self._add_all(conn, todo)
 
     def _add_all(
         self,
@@ -269,32 +294,39 @@ class PostgresCommentStore:
     ) -> dict[int, AddedComment | Exception]:
         thread_ids = sorted({draft.thread_id for _, draft, _ in todo})
         parent_ids = sorted({d.parent_id for _, d, _ in todo if d.parent_id is not None})
-        # The three reads go out together (pipeline mode: one round trip, each one
-        # still runs after the one before). The row locks serialise positions within
-        # each thread (other nodes included), taken in id order so two batches never
-        # wait on each other in a cycle; the writers are read once the locks are held.
-        with conn.pipeline():
-            locked = conn.execute(
-                "SELECT " + _THREAD + " FROM comment_threads WHERE id = ANY(%s)"
-                " ORDER BY id FOR UPDATE",
-                (thread_ids,),
-            )
-            parent_rows = conn.execute(
-                "SELECT id, thread_id, session_id, depth FROM comments WHERE id = ANY(%s)",
-                (parent_ids,),
-            )
-            writer_rows = conn.execute(
-                "SELECT DISTINCT thread_id, author_id FROM comments WHERE thread_id = ANY(%s)",
-                (thread_ids,),
-            )
-            threads = {row[0]: _thread(row, self.sealer) for row in locked.fetchall()}
-            parents = {cid: (tid, sid, int(depth)) for cid, tid, sid, depth in parent_rows}
-            writers: dict[str, set[str]] = {tid: set() for tid in threads}
-            for tid, author in writer_rows:
-                writers[tid].add(author)
+        # The first message: BEGIN, then lock the threads (row locks serialise positions
+        # within each thread, other nodes included; taken in id order so two batches
+        # never wait on each other in a cycle), read the parents, and read the threads'
+        # writers once the locks are held (the server runs them in order).
+        _, locked, parent_rows, writer_rows = exchange(
+            conn,
+            [
+                ("BEGIN", ()),
+                (
+                    "SELECT " + _THREAD + " FROM comment_threads WHERE id = ANY(%s::text[])"
+                    " ORDER BY id FOR UPDATE",
+                    (thread_ids,),
+                ),
+                (
+                    "SELECT id, thread_id, session_id, depth FROM comments"
+                    " WHERE id = ANY(%s::text[])",
+                    (parent_ids,),
+                ),
+                (
+                    "SELECT DISTINCT thread_id, author_id FROM comments"
+                    " WHERE thread_id = ANY(%s::text[])",
+                    (thread_ids,),
+                ),
+            ],
+        )
+        threads = {row[0]: _thread(row, self.sealer) for row in locked}
+        parents = {cid: (tid, sid, int(depth)) for cid, tid, sid, depth in parent_rows}
+        writers: dict[str, set[str]] = {tid: set() for tid in threads}
+        for tid, author in writer_rows:
+            writers[tid].add(author)
         out: dict[int, AddedComment | Exception] = {}
         inserts: list[tuple[Any, ...]] = []
-        for i, draft, (body, body_enc, key_id) in todo:
+        for i, draft, sealed in todo:
             thread = threads.get(draft.thread_id)
             depth = placement(draft, thread, parents.get(draft.parent_id or ""))
             if isinstance(depth, Exception):
@@ -309,35 +341,22 @@ class PostgresCommentStore:
             out[i] = AddedComment(thread, comment, frozenset(writers[thread.id]))
             writers[thread.id].add(draft.author_id)
             parents[comment.id] = (thread.id, draft.session_id, depth)
-            inserts.append(
-                (
-                    comment.id,
-                    comment.thread_id,
-                    comment.session_id,
-                    comment.parent_id,
-                    depth,
-                    position,
-                    comment.author_id,
-                    body,
-                    list(comment.mentions),
-                    comment.created_at,
-                    body_enc,
-                    key_id,
-                )
-            )
+            inserts.append(_comment_values(comment, sealed))
+        # The second: the inserts, each thread's count, and COMMIT.
+        writes: list[Statement] = []
         if inserts:
             touched = {row[1] for row in inserts}
             moved = [t for t in threads.values() if t.id in touched]
-            with conn.pipeline():  # the inserts and the counts: one round trip
-                conn.cursor().executemany(
-                    "INSERT INTO comments (id, thread_id, session_id, parent_id, depth, position,"
-                    " author_id, body, mentions, created_at, body_enc, key_id)"
-                    " VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                    inserts,
+            writes.append(
+                (
+                    _INSERT_COMMENTS + ", ".join([_COMMENT_VALUES] * len(inserts)),
+                    [value for row in inserts for value in row],
                 )
-                conn.execute(
+            )
+            writes.append(
+                (
                     "UPDATE comment_threads t SET comment_count = u.n, updated_at = u.at"
-                    " FROM unnest(%b::text[], %b::int[], %b::float8[]) AS u(id, n, at)"
+                    " FROM unnest(%s::text[], %s::int[], %s::float8[]) AS u(id, n, at)"
                     " WHERE t.id = u.id",
                     (
                         [t.id for t in moved],
@@ -345,6 +364,8 @@ class PostgresCommentStore:
                         [t.updated_at for t in moved],
                     ),
                 )
+            )
+        exchange(conn, [*writes, ("COMMIT", ())])
         return out
 
     async def get_thread(self, session_id: str, thread_id: str) -> ThreadRecord | None:

@@ -23,14 +23,15 @@ import logging
 import select
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, LiteralString, TypeVar
 
 import attrs
 import psycopg
 import psycopg_pool
 import trio
+from psycopg.pq import TransactionStatus
 
 from runtime import metrics
 
@@ -125,6 +126,50 @@ def _alive(conn: psycopg.Connection[Any]) -> bool:
         return False
 
 
+# How _call runs its function: in a transaction of its own; alone (autocommit: a
+# single statement, or BEGIN and COMMIT sent inside ``exchange`` messages); or
+# managing the connection itself.
+_TRANSACTION, _ALONE, _SESSION = "transaction", "alone", "session"
+
+Statement = tuple[LiteralString, Sequence[Any]]
+
+
+@contextmanager
+def explicit_transactions(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """Autocommit for the block: each statement commits alone, or the block sends its
+    own BEGIN and COMMIT (inside :func:`exchange` messages, so they cost no round trip
+    of their own). A transaction the block leaves open, because something raised, is
+    rolled back; the connection goes back to the pool as it came (autocommit off)."""
+    conn.autocommit = True
+    try:
+        yield
+    finally:
+        try:
+            if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+        finally:
+            if not conn.closed:
+                conn.autocommit = False
+
+
+def exchange(conn: psycopg.Connection[Any], statements: Sequence[Statement]) -> list[list[Row]]:
+    """Send ``statements`` as one message and return each one's rows ([] if it has
+    none): one round trip however many there are.
+
+    The parameters are bound client-side (psycopg's literal quoting, the same as
+    ``psycopg.sql.Literal``) because the extended protocol takes one statement per
+    message. The server runs them in order and stops at the first that fails, which
+    raises here. Without a BEGIN among them they form one implicit transaction.
+    """
+    cursor = psycopg.ClientCursor(conn)
+    cursor.execute("; ".join(q for q, _ in statements), [p for _, ps in statements for p in ps])
+    results: list[list[Row]] = []
+    while True:
+        results.append(cursor.fetchall() if cursor.description is not None else [])
+        if not cursor.nextset():
+            return results
+
+
 class DatabaseGateway:
     """Async access to one PostgreSQL database. Build it with ``open_database_gateway``."""
 
@@ -139,13 +184,25 @@ class DatabaseGateway:
 
     # -- public API -----------------------------------------------------------------
 
+    # One statement is a transaction by itself: the calls that run one send it alone
+    # (autocommit), one round trip instead of three with BEGIN and COMMIT.
+
     async def execute(self, sql: Query, params: Params = None) -> int:
-        """Run one statement in its own transaction; returns the row count."""
+        """Run one statement, committed on its own; returns the row count."""
 
         def work(conn: psycopg.Connection[Any]) -> int:
             return conn.execute(sql, params).rowcount
 
-        return await self._call(work, idempotent=False)
+        return await self._call(work, idempotent=False, wrap=_ALONE)
+
+    async def write_returning(self, sql: Query, params: Params = None) -> list[Row]:
+        """The rows a write statement returns, committed on its own. Not retried: it
+        may have committed before a connection broke."""
+
+        def work(conn: psycopg.Connection[Any]) -> list[Row]:
+            return conn.execute(sql, params).fetchall()
+
+        return await self._call(work, idempotent=False, wrap=_ALONE)
 
     async def fetch_all(self, sql: Query, params: Params = None) -> list[Row]:
         """Rows of a read-only query (retried once on a fresh connection if one broke)."""
@@ -153,7 +210,7 @@ class DatabaseGateway:
         def work(conn: psycopg.Connection[Any]) -> list[Row]:
             return conn.execute(sql, params).fetchall()
 
-        return await self._call(work, idempotent=True)
+        return await self._call(work, idempotent=True, wrap=_ALONE)
 
     async def fetch_one(self, sql: Query, params: Params = None) -> Row | None:
         """First row of a read-only query, or None."""
@@ -162,7 +219,7 @@ class DatabaseGateway:
             row: Row | None = conn.execute(sql, params).fetchone()
             return row
 
-        return await self._call(work, idempotent=True)
+        return await self._call(work, idempotent=True, wrap=_ALONE)
 
     async def executemany(
         self, sql: Query, params_seq: Sequence[Sequence[Any] | Mapping[str, Any]]
@@ -209,7 +266,7 @@ class DatabaseGateway:
         the connection as it found it (autocommit off, no open transaction);
         a leftover transaction is rolled back by the pool.
         """
-        return await self._call(fn, idempotent=idempotent, wrap=False)
+        return await self._call(fn, idempotent=idempotent, wrap=_SESSION)
 
     def health(self) -> DatabaseHealth:
         stats = self._pool.get_stats()
@@ -229,7 +286,11 @@ class DatabaseGateway:
     # -- machinery ------------------------------------------------------------------
 
     async def _call(
-        self, fn: Callable[[psycopg.Connection[Any]], T], *, idempotent: bool, wrap: bool = True
+        self,
+        fn: Callable[[psycopg.Connection[Any]], T],
+        *,
+        idempotent: bool,
+        wrap: str = _TRANSACTION,
     ) -> T:
         attempts = 2 if idempotent else 1
         for attempt in range(1, attempts + 1):
@@ -263,7 +324,7 @@ class DatabaseGateway:
         raise AssertionError("unreachable")
 
     def _work_in_thread(
-        self, fn: Callable[[psycopg.Connection[Any]], T], running: _Running, wrap: bool
+        self, fn: Callable[[psycopg.Connection[Any]], T], running: _Running, wrap: str
     ) -> T:
         conn: psycopg.Connection[Any] | None = None
         try:
@@ -278,8 +339,11 @@ class DatabaseGateway:
                             raise _Abandoned
                         running.conn = conn
                     try:
-                        if not wrap:
+                        if wrap == _SESSION:
                             return fn(conn)
+                        if wrap == _ALONE:
+                            with explicit_transactions(conn):
+                                return fn(conn)
                         with conn.transaction():
                             return fn(conn)
                     finally:

@@ -419,11 +419,7 @@ class PostgresNotificationStore:
                     column.append(value)
             owner += [i] * len(rows)
         if owner:
-            # A write: not retried on a fresh connection (fetch_all would), since it
-            # may have committed before the connection broke.
-            got = await self._db.run_in_transaction(
-                lambda conn: conn.execute(_ADD_BATCHES, columns).fetchall()
-            )
+            got = await self._db.write_returning(_ADD_BATCHES, columns)
             stored: dict[int, list[NotificationRecord]] = {}
             unread: dict[int, int] = {}
             for row in got:  # in input order

@@ -12,6 +12,8 @@ from runtime.gateways.database import (
     DatabaseGateway,
     DatabaseUnavailable,
     StatementTimeout,
+    exchange,
+    explicit_transactions,
     open_database_gateway,
 )
 from runtime.gateways.migrate import load_migrations, migrate
@@ -69,6 +71,67 @@ async def test_batches_are_all_or_nothing(raw_db: DatabaseGateway) -> None:
             return int(row[0])
 
         assert await raw_db.run_in_transaction(two) == 2
+
+
+async def test_exchange_binds_values_as_data_and_returns_each_statements_rows(
+    raw_db: DatabaseGateway,
+) -> None:
+    # Values are bound client-side: whatever they hold must arrive as data.
+    awkward = ["'); DROP TABLE t; --", 'quote " and \\ backslash', "é\n\t%s%%", ""]
+    blob = bytes(range(256))
+
+    def work(conn: psycopg.Connection[Any]) -> list[list[Any]]:
+        with explicit_transactions(conn):
+            return exchange(
+                conn,
+                [
+                    ("BEGIN", ()),
+                    ("CREATE TABLE t (k int PRIMARY KEY, v text, b bytea, a text[], f float8)", ()),
+                    (
+                        "INSERT INTO t VALUES (%s, %s, %s, %s::text[], %s), (%s, %s, %s, %s, %s)",
+                        (1, awkward[0], blob, awkward, 0.1 + 0.2, 2, None, None, [], -1e-300),
+                    ),
+                    ("SELECT k, v, b, a, f FROM t ORDER BY k", ()),
+                    ("SELECT k FROM t WHERE v = ANY(%s::text[])", (awkward,)),
+                    ("COMMIT", ()),
+                ],
+            )
+
+    with trio.fail_after(10):
+        results = await raw_db.run_on_connection(work)
+        assert results[:3] == [[], [], []]  # BEGIN, CREATE, INSERT: no rows
+        assert results[3] == [
+            (1, awkward[0], blob, awkward, 0.1 + 0.2),
+            (2, None, None, [], -1e-300),
+        ]
+        assert results[4:] == [[(1,)], []]
+        assert await raw_db.fetch_one("SELECT count(*) FROM t") == (2,)  # committed
+
+
+async def test_a_failed_exchange_rolls_back_and_leaves_the_connection_as_lent(
+    database_url: str,
+) -> None:
+    async with open_database_gateway(database_url, min_size=1, max_size=1) as db:
+        await db.execute("CREATE TEMP TABLE IF NOT EXISTS u (k int PRIMARY KEY)")
+
+        def two_messages(conn: psycopg.Connection[Any]) -> None:
+            with explicit_transactions(conn):
+                exchange(conn, [("BEGIN", ()), ("INSERT INTO u VALUES (1), (2)", ())])
+                exchange(conn, [("INSERT INTO u VALUES (2)", ()), ("COMMIT", ())])
+
+        with trio.fail_after(10):
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                await db.run_on_connection(two_messages)
+            # The first message's rows went with the transaction, and the one connection
+            # is back in the pool with autocommit off: a transaction there is still atomic.
+            assert await db.fetch_all("SELECT k FROM u") == []
+
+            def state(conn: psycopg.Connection[Any]) -> bool:
+                return conn.autocommit
+
+            assert await db.run_in_transaction(state) is False
+            assert await db.write_returning("INSERT INTO u VALUES (3) RETURNING k") == [(3,)]
+            assert await db.fetch_all("SELECT k FROM u") == [(3,)]
 
 
 async def test_statement_timeout(database_url: str) -> None:
