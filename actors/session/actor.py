@@ -78,12 +78,16 @@ class SessionConfig:
 def _worth_a_window(message: object) -> bool:
     """Whether a batch holding ``message`` may wait for more (``BatchPolicy.widen_for``).
 
-    Events, yes: under load, more of them share one frame. Presence changes, joins
-    and leaves, no: the presence actor sends at most one change set per flush
+    Published events, yes: under load, more of them share one frame. Appended ones
+    (comments and the like), no: the comment writer already sends a group commit's
+    events together, and each create is acknowledged only once its event is
+    durable, so the window was added to every ack (server-side create time, mean
+    27-30 ms with it, 20-21 ms without; docs/performance.md). Presence changes,
+    joins and leaves, no: the presence actor sends at most one change set per flush
     interval, so waiting only delayed it (per-flush timing in a 500-member storm:
-    18-29 ms of the slowest flushes' latency was this wait; docs/performance.md).
+    18-29 ms of the slowest flushes' latency was this wait).
     """
-    return isinstance(message, (PublishEvent, AppendEvent))
+    return isinstance(message, PublishEvent)
 
 
 class SessionActor:
