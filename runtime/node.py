@@ -374,6 +374,10 @@ class TandemNode:
     async def _drain(self) -> None:
         with trio.move_on_after(self.settings.shutdown_timeout / 2):
             await self.gateway.close_all(CloseCode.GOING_AWAY, "server shutting down")
+        # What the closed connections started (comments being written, notifications
+        # on their way to inboxes) needs the actors: finish it before they close.
+        with trio.move_on_after(self.settings.shutdown_timeout / 2):
+            await self.collab.settle()
         self.registry.close_all()
         with trio.move_on_after(self.settings.shutdown_timeout / 2):
             await self.registry.wait_empty()

@@ -144,6 +144,9 @@ class Collaboration:
         self._sockets: dict[str, list[ClientConnection]] = {}
         self._indexed = 0
         self._fanout_send, self._fanout_recv = trio.open_memory_channel[Notice](FANOUT_QUEUE)
+        self._notices_queued = 0  # queued or being handed out
+        self._notices_out = trio.Event()
+        self._notices_out.set()
 
     async def start(self, root: Supervisor, nursery: trio.Nursery) -> None:
         self._nursery = nursery
@@ -164,6 +167,13 @@ class Collaboration:
 
     def status(self) -> dict[str, JSON]:
         return self.webhooks.status()
+
+    async def settle(self) -> None:
+        """Shutdown, once no request can come: wait until the comments being written
+        are answered and every notification they and earlier changes raised is in its
+        inbox's mailbox, so the inboxes' own drain stores them. The caller bounds it."""
+        await self.comments.writers.settle()
+        await self._notices_out.wait()
 
     # -- notifications ----------------------------------------------------------------
 
@@ -189,14 +199,29 @@ class Collaboration:
         if self._nursery is None:
             await self._hand_out(notice)
             return
+        if self._notices_queued == 0:
+            self._notices_out = trio.Event()
+        self._notices_queued += 1
         try:
-            self._fanout_send.send_nowait(notice)
-        except trio.WouldBlock:
-            await self._fanout_send.send(notice)
+            try:
+                self._fanout_send.send_nowait(notice)
+            except trio.WouldBlock:
+                await self._fanout_send.send(notice)
+        except BaseException:
+            self._handed_out()  # never queued
+            raise
 
     async def _fan_out(self) -> None:
         async for notice in self._fanout_recv:
-            await self._hand_out(notice)
+            try:
+                await self._hand_out(notice)
+            finally:
+                self._handed_out()
+
+    def _handed_out(self) -> None:
+        self._notices_queued -= 1
+        if self._notices_queued == 0:
+            self._notices_out.set()
 
     async def _hand_out(self, notice: Notice) -> None:
         for user_id in notice.user_ids:

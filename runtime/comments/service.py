@@ -27,6 +27,7 @@ import orjson
 from runtime.comments.batch import (
     Appended,
     CommentBatches,
+    Created,
     NewThread,
     Queued,
     QueueEvents,
@@ -173,9 +174,12 @@ class CommentService:
             updated_at=now,
         )
         first = _draft(session_id, thread.id, None, 0, user_id, body, mentioned, now)
+
+        async def then(created: Created) -> None:  # run by the writer (writer.py)
+            await self._mentions(mentioned, created.added.thread, created.added.comment, user_id)
+
         # Batched with the session's other new threads and comments (writer.py).
-        created = await self.writers.submit(session_id, NewThread(thread, first))
-        await self._mentions(mentioned, created.added.thread, created.added.comment, user_id)
+        created = await self.writers.submit(session_id, NewThread(thread, first), then)
         return Change(created.data, created.seq)
 
     async def update_thread(
@@ -224,15 +228,17 @@ class CommentService:
         self._check_body(body)
         mentioned = self._check_mentions(mentions)
         draft = _draft(session_id, thread_id, parent_id, 0, user_id, body, mentioned, 0.0)
+
+        async def then(created: Created) -> None:  # run by the writer (writer.py)
+            thread, comment = created.added.thread, created.added.comment
+            await self._mentions(mentioned, thread, comment, user_id)
+            repliers = tuple(sorted(created.added.participants - set(mentioned) - {user_id}))
+            if repliers:
+                about = _about(thread, comment)
+                await self._notify(Notice(repliers, "reply", session_id, thread.id, user_id, about))
+
         # Written with whatever else this session's writer has queued (writer.py).
-        created = await self.writers.submit(session_id, draft)
-        thread, comment = created.added.thread, created.added.comment
-        await self._mentions(mentioned, thread, comment, user_id)
-        repliers = tuple(sorted(created.added.participants - set(mentioned) - {user_id}))
-        if repliers:
-            await self._notify(
-                Notice(repliers, "reply", session_id, thread.id, user_id, _about(thread, comment))
-            )
+        created = await self.writers.submit(session_id, draft, then)
         return Change(created.data, created.seq)
 
     async def edit_comment(

@@ -18,12 +18,17 @@ batch after another under the session's lock.
 Writers live in the nursery of :meth:`CommentWriters.run` and passivate when idle;
 a create racing with passivation goes to a fresh writer. Before ``run`` (or after
 it ended) a create is written on its own, inline.
+
+What follows a create (its notifications) is the writer's job too (``then``), not
+the requester's: a client that disconnects while its comment is being written
+still gets the comment stored, so its mentions and replies must still go out.
+:meth:`CommentWriters.settle` lets a shutdown wait for all of it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import trio
@@ -45,6 +50,8 @@ IN_FLIGHT = 4
 PASSIVATE_AFTER = 30.0
 
 Reply = trio.MemorySendChannel[Created | Exception]
+#: Run by the writer once a create is durable (and answered): its notifications.
+Then = Callable[[Created], Awaitable[None]]
 
 
 class WriterStopped(Exception):
@@ -55,6 +62,7 @@ class WriterStopped(Exception):
 class _Waiting:
     draft: Draft
     reply: Reply
+    then: Then | None
 
 
 @attrs.frozen
@@ -62,6 +70,7 @@ class _Flight:
     """A staged batch on its way to the finisher."""
 
     replies: list[Reply]
+    thens: list[Then | None]
     staged: Staged | Exception
     turn: Turn  # done once answered (or dropped)
 
@@ -79,15 +88,21 @@ class _Stager:
     """The batch handler of one session's writer: the first stage."""
 
     def __init__(
-        self, session_id: str, batches: CommentBatches, finisher: trio.MemorySendChannel[_Flight]
+        self,
+        session_id: str,
+        batches: CommentBatches,
+        finisher: trio.MemorySendChannel[_Flight],
+        dropped: Callable[[_Flight], None],
     ) -> None:
         self.session_id = session_id
         self._batches = batches
         self._finisher = finisher
+        self._dropped = dropped
 
     async def handle(self, batch: list[_Waiting]) -> None:
         flight = _Flight(
             [w.reply for w in batch],
+            [w.then for w in batch],
             ValueError("not staged"),
             self._batches.locks.turn(self.session_id),
         )
@@ -105,7 +120,7 @@ class _Stager:
             handed = True
         finally:
             if not handed:
-                _close(flight)
+                self._dropped(flight)
 
     def is_idle(self) -> bool:
         return True  # the finisher drains on its own: passivate once the mailbox is empty
@@ -119,6 +134,9 @@ class CommentWriters:
         self._policy = policy or BatchPolicy(max_batch=MAX_BATCH)
         self._mailboxes: dict[str, Mailbox[_Waiting]] = {}
         self._nursery: trio.Nursery | None = None
+        self._unsettled = 0  # creates queued whose writer has not finished with them
+        self._settled = trio.Event()
+        self._settled.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the writers until cancelled (the node's shutdown)."""
@@ -134,25 +152,48 @@ class CommentWriters:
         """Sessions with a writer right now."""
         return len(self._mailboxes)
 
-    async def submit(self, session_id: str, draft: Draft) -> Created:
+    async def settle(self) -> None:
+        """Wait until every create queued so far is written, answered and its ``then``
+        has run (a shutdown, once no new ones can come; the caller bounds the wait)."""
+        await self._settled.wait()
+
+    async def submit(self, session_id: str, draft: Draft, then: Then | None = None) -> Created:
         """Queue ``draft`` for its session's next batch and wait until it is durable.
 
         Raises the comment's exception. Once queued, cancellation does not
-        withdraw it: the writer still writes it (nobody reads the answer).
+        withdraw it: the writer still writes it and runs ``then`` (nobody reads
+        the answer).
         """
         if self._nursery is None:
             async with self._batches.locks.taking_turn(session_id) as turn:
                 staged = await self._batches.stage(session_id, [draft], turn)
                 [result] = await self._batches.finish(session_id, staged)
+            if then is not None and not isinstance(result, Exception):
+                await then(result)
         else:
-            result = await self._queue(session_id, draft)
+            result = await self._queue(session_id, draft, then)
         if isinstance(result, Exception):
             raise result
         return result
 
-    async def _queue(self, session_id: str, draft: Draft) -> Created | Exception:
+    def _hold(self) -> None:
+        if self._unsettled == 0:
+            self._settled = trio.Event()
+        self._unsettled += 1
+
+    def _release(self, n: int = 1) -> None:
+        self._unsettled -= n
+        if self._unsettled == 0:
+            self._settled.set()
+
+    def _dropped(self, flight: _Flight) -> None:
+        _close(flight)
+        self._release(len(flight.replies))
+
+    async def _queue(self, session_id: str, draft: Draft, then: Then | None) -> Created | Exception:
         send, receive = trio.open_memory_channel[Created | Exception](1)
-        waiting = _Waiting(draft, send)
+        waiting = _Waiting(draft, send, then)
+        self._hold()
         for _ in range(3):  # a writer may passivate between lookup and send
             mailbox = self._mailboxes.get(session_id) or self._spawn(session_id)
             try:
@@ -161,7 +202,11 @@ class CommentWriters:
             except MailboxClosed:
                 if self._mailboxes.get(session_id) is mailbox:
                     del self._mailboxes[session_id]
+            except BaseException:
+                self._release()  # never queued (cancelled while waiting for room)
+                raise
         else:
+            self._release()
             raise WriterStopped(f"the comment writer of {session_id!r} kept closing")
         try:
             return await receive.receive()
@@ -181,7 +226,7 @@ class CommentWriters:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._finish, session_id, flights)
                 async with to_finisher:  # closing it lets the finisher drain and end
-                    stager = _Stager(session_id, self._batches, to_finisher)
+                    stager = _Stager(session_id, self._batches, to_finisher, self._dropped)
                     await run_batch_loop(
                         stager, mailbox, policy=self._policy, passivate_after=PASSIVATE_AFTER
                     )
@@ -194,6 +239,7 @@ class CommentWriters:
                     mailbox.receive_nowait().reply.close()
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
+                self._release()
             if self._mailboxes.get(session_id) is mailbox:
                 del self._mailboxes[session_id]
 
@@ -204,12 +250,12 @@ class CommentWriters:
                 try:
                     await self._answer(session_id, flight)
                 finally:
-                    _close(flight)
+                    self._dropped(flight)
         finally:
             # Cancelled: batches staged but not yet answered wake their waiters.
             while True:
                 try:
-                    _close(flights.receive_nowait())
+                    self._dropped(flights.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
 
@@ -229,3 +275,11 @@ class CommentWriters:
                 reply.send_nowait(result)
             except (trio.WouldBlock, trio.BrokenResourceError):
                 pass  # the waiter gave up; its comment is written all the same
+        # After the answers, so no ack waits for them.
+        for then, result in zip(flight.thens, results, strict=True):
+            if then is None or isinstance(result, Exception):
+                continue
+            try:
+                await then(result)
+            except Exception:  # the comment stands; only what follows it failed
+                logger.exception("comment writer for %s: what follows a create failed", session_id)

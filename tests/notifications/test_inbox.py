@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 import attrs
 import trio
 import trio.testing
@@ -135,3 +138,73 @@ async def test_notifications_follow_sockets_that_close_or_change_user(
                 assert (await Inbox(ws).next())["type"] == "welcome"
         await trio.sleep(1)
         assert sum(len(s) for s in collab._sockets.values()) <= 64 + 2
+
+
+async def test_a_create_whose_requester_left_still_notifies(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_test_server() as server:
+        collab = server.node.collab
+        service = collab.comments
+        thread = (await service.create_thread("alice", SID, body="root")).result
+        store = service.store
+        add_comments = store.add_comments
+
+        async def slow(drafts: Any) -> Any:
+            await trio.sleep(1)  # the requester leaves while its comment is being written
+            return await add_comments(drafts)
+
+        store.add_comments = slow  # type: ignore[method-assign]
+        with trio.CancelScope() as requester:
+            requester.deadline = trio.current_time() + 0.5
+            await service.create_comment(
+                "bob", SID, thread["id"], body="@carol see this", mentions=["carol"]
+            )
+        assert requester.cancelled_caught
+        await trio.sleep(5)
+        # Stored and streamed all the same, so what follows it went out too.
+        [_, comment] = (await service.get_thread(SID, thread["id"]))["comments"]
+        assert comment["body"] == "@carol see this"
+        [mention] = await collab.notifications.list(
+            "carol", before=None, limit=10, unread_only=False
+        )
+        [reply] = await collab.notifications.list("alice", before=None, limit=10, unread_only=False)
+        assert (mention.kind, reply.kind) == ("mention", "reply")
+
+
+async def test_graceful_shutdown_stores_every_queued_notification(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_test_server() as server:
+        collab = server.node.collab
+        service = collab.comments
+        notifications = collab.notifications
+        add_batch = notifications.add_batch
+
+        async def slow(*args: Any) -> Any:
+            await trio.sleep(0.01)  # inbox writes lag: notices queue up behind them
+            return await add_batch(*args)
+
+        notifications.add_batch = slow  # type: ignore[method-assign]
+        thread = (await service.create_thread("alice", SID, body="root")).result
+        async with trio.open_nursery() as nursery:
+            for n in range(40):
+                nursery.start_soon(
+                    partial(
+                        service.create_comment,
+                        f"u{n}",
+                        SID,
+                        thread["id"],
+                        body=f"@u{n + 1} and @alice",
+                        mentions=[f"u{n + 1}", "alice"],
+                    )
+                )
+        assert collab._notices_queued > 0  # still on their way when the server stops
+    # Every mention (40 users, and alice 40 times) reached its inbox.
+    mentioned = [
+        n
+        for user in [f"u{n}" for n in range(1, 41)] + ["alice"]
+        for n in await notifications.list(user, before=None, limit=100, unread_only=False)
+        if n.kind == "mention"
+    ]
+    assert sum(n.count for n in mentioned) == 80
