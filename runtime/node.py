@@ -374,12 +374,14 @@ class TandemNode:
     async def _drain(self) -> None:
         with trio.move_on_after(self.settings.shutdown_timeout / 2):
             await self.gateway.close_all(CloseCode.GOING_AWAY, "server shutting down")
-        # What the closed connections started (comments being written, notifications
-        # on their way to inboxes) needs the actors: finish it before they close.
-        with trio.move_on_after(self.settings.shutdown_timeout / 2):
+        # The second half of the budget: what the closed connections started (comments
+        # being written, notifications on their way to inboxes) needs the actors, so it
+        # finishes first (at most half of that half); then the actors drain.
+        actors_done_by = trio.current_time() + self.settings.shutdown_timeout / 2
+        with trio.move_on_after(self.settings.shutdown_timeout / 4):
             await self.collab.settle()
         self.registry.close_all()
-        with trio.move_on_after(self.settings.shutdown_timeout / 2):
+        with trio.move_on_at(actors_done_by):
             await self.registry.wait_empty()
 
     @property
