@@ -106,9 +106,15 @@ class Relay:
                 conn.session_lost(sid, "restart")
         self.joining.clear()
         self.members.clear()
+        self._tell_owner_they_left(gone)
+
+    def _tell_owner_they_left(self, conn_ids: list[str]) -> None:
+        """A ``leave`` each to the owner (published without blocking, after any join
+        forwarded for them, so the owner sees join then leave)."""
         if self.owner is None:
             return
-        for conn_id in dict.fromkeys(gone):
+        sid = self.session_id
+        for conn_id in dict.fromkeys(conn_ids):
             try:
                 self.cluster.forward(
                     self.owner, {"op": "leave", "s": sid, "c": conn_id, "ref": None, "reply": False}
@@ -184,7 +190,13 @@ class Relay:
 
     def _reconnected(self) -> None:
         # Frames published while the subscription was down are lost: members resume.
+        # The owner is the same and alive, so it must hear that they left: a member who
+        # does not rejoin would otherwise stay tracked there (a presence ghost), since
+        # ``session_lost`` took the session out of its connection's joined set and its
+        # socket's close sends no leave for it.
+        gone = [*self.joining, *self.members]
         self._abandon("restart")
+        self._tell_owner_they_left(gone)
 
     def _handle(self, message: SessionMessage) -> None:
         assert self.owner is not None

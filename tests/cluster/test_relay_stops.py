@@ -21,6 +21,7 @@ from runtime.app import memory_stores
 from runtime.testing.server import TestServer
 from tests.client.helpers import wait_until
 from tests.client.test_lost_joins import connect, escalate_sessions
+from tests.cluster.conftest import kill_clients
 from tests.cluster.helpers import cluster_sessions, open_nodes
 
 
@@ -104,3 +105,31 @@ async def test_a_stopped_relay_tells_its_members_and_joins_and_the_owner_drops_t
                 ack = await bob.request(type="event:publish", sessionId="other", name="x")
                 assert (ack["type"], ack["seq"]) == ("event:ack", 3)
                 await wait_until(lambda: "other" in cluster_sessions(b).relays, limit=5)
+
+
+async def test_after_a_redis_reconnect_the_owner_drops_the_members_told_to_rejoin(
+    redis_url: str, redis_prefix: str
+) -> None:
+    async with open_nodes(2, redis_url, redis_prefix, stores=memory_stores()) as (a, b):
+        with trio.fail_after(10):
+            await a.node.append_event("other", "note", {}, "system")  # a owns it, b relays
+        async with AsyncExitStack() as stack:
+            bob, bob_id = await connect(b, stack, "bob")
+            with trio.fail_after(10):
+                joined = await bob.request(type="session:join", sessionId="other")
+                assert joined["type"] == "session:joined"
+                await wait_for_participants(a, "other", {"bob"})
+
+            # b's Redis connections drop: frames may have been missed, so its relay tells
+            # bob to rejoin. He is no longer joined on b, so the owner must not track him.
+            assert kill_clients(redis_url, b.node.status()["redis"]["client_name"]) >= 2
+            with trio.fail_after(10):
+                left = await bob.next_of("session:left")
+                assert (left["sessionId"], left["reason"]) == ("other", "restart")
+                await wait_for_participants(a, "other", set())
+            assert "other" not in b.node.connections[bob_id].joined
+
+            with trio.fail_after(10):  # a rejoin is tracked anew
+                joined = await bob.request(type="session:join", sessionId="other", since=1)
+                assert joined["type"] == "session:joined"
+                await wait_for_participants(a, "other", {"bob"})
