@@ -92,12 +92,12 @@ class _Stager:
         session_id: str,
         batches: CommentBatches,
         finisher: trio.MemorySendChannel[_Flight],
-        dropped: Callable[[_Flight], None],
+        done_with: Callable[[_Flight], None],
     ) -> None:
         self.session_id = session_id
         self._batches = batches
         self._finisher = finisher
-        self._dropped = dropped
+        self._done_with = done_with
 
     async def handle(self, batch: list[_Waiting]) -> None:
         flight = _Flight(
@@ -120,7 +120,7 @@ class _Stager:
             handed = True
         finally:
             if not handed:
-                self._dropped(flight)
+                self._done_with(flight)
 
     def is_idle(self) -> bool:
         return True  # the finisher drains on its own: passivate once the mailbox is empty
@@ -186,7 +186,8 @@ class CommentWriters:
         if self._unsettled == 0:
             self._settled.set()
 
-    def _dropped(self, flight: _Flight) -> None:
+    def _done_with(self, flight: _Flight) -> None:
+        """A flight answered (and its ``then`` run), or dropped unanswered."""
         _close(flight)
         self._release(len(flight.replies))
 
@@ -226,7 +227,7 @@ class CommentWriters:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._finish, session_id, flights)
                 async with to_finisher:  # closing it lets the finisher drain and end
-                    stager = _Stager(session_id, self._batches, to_finisher, self._dropped)
+                    stager = _Stager(session_id, self._batches, to_finisher, self._done_with)
                     await run_batch_loop(
                         stager, mailbox, policy=self._policy, passivate_after=PASSIVATE_AFTER
                     )
@@ -250,12 +251,12 @@ class CommentWriters:
                 try:
                     await self._answer(session_id, flight)
                 finally:
-                    self._dropped(flight)
+                    self._done_with(flight)
         finally:
             # Cancelled: batches staged but not yet answered wake their waiters.
             while True:
                 try:
-                    self._dropped(flights.receive_nowait())
+                    self._done_with(flights.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
 

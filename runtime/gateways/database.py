@@ -149,7 +149,10 @@ def explicit_transactions(conn: psycopg.Connection[Any]) -> Iterator[None]:
                 conn.execute("ROLLBACK")
         finally:
             if not conn.closed:
-                conn.autocommit = False
+                try:
+                    conn.autocommit = False
+                except psycopg.Error:  # still in a transaction: the ROLLBACK failed
+                    conn.close()  # the pool discards it rather than lend it half reset
 
 
 def exchange(conn: psycopg.Connection[Any], statements: Sequence[Statement]) -> list[list[Row]]:
