@@ -144,8 +144,7 @@ async def test_a_create_whose_requester_left_still_notifies(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     async with open_test_server() as server:
-        collab = server.node.collab
-        service = collab.comments
+        service = server.node.collab.comments
         thread = (await service.create_thread("alice", SID, body="root")).result
         store = service.store
         add_comments = store.add_comments
@@ -165,10 +164,9 @@ async def test_a_create_whose_requester_left_still_notifies(
         # Stored and streamed all the same, so what follows it went out too.
         [_, comment] = (await service.get_thread(SID, thread["id"]))["comments"]
         assert comment["body"] == "@carol see this"
-        [mention] = await collab.notifications.list(
-            "carol", before=None, limit=10, unread_only=False
-        )
-        [reply] = await collab.notifications.list("alice", before=None, limit=10, unread_only=False)
+        inboxes = server.node.collab.notifications
+        [mention] = await inboxes.list("carol", before=None, limit=10, unread_only=False)
+        [reply] = await inboxes.list("alice", before=None, limit=10, unread_only=False)
         assert (mention.kind, reply.kind) == ("mention", "reply")
 
 
