@@ -85,6 +85,10 @@ def _serve(argv: list[str]) -> int:
     return 0
 
 
+#: Allocations between collections of the youngest generation (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 10_000
+
+
 async def _run_until_signal(settings: Settings) -> None:
     worker = current_worker()  # set when a --workers parent started this process
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -94,6 +98,13 @@ async def _run_until_signal(settings: Settings) -> None:
             # what serving creates. Measured: full collections of 14-30 ms were the
             # p99 of fan-out latency at 100 members (docs/performance.md).
             gc.freeze()
+            # Collect the youngest generation every 10,000 new container objects, not
+            # 700: under load most of them are gone by then, so far fewer survive into
+            # the older generations, whose collections scan everything that has (each
+            # event in a session's retention ring lives ~1 s at 1,000 events/s). At 1,000
+            # comments/s: 335-485 → 104-133 ms of collections per run, no 28-36 ms full
+            # collections (docs/performance.md, change 25).
+            gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
             logger.info(
                 "tandem %s profile listening on ws://%s:%s/ (status: /status)%s",
                 settings.profile,
