@@ -102,8 +102,8 @@ async def _run_until_signal(settings: Settings) -> None:
             # 700: under load most of them are gone by then, so far fewer survive into
             # the older generations, whose collections scan everything that has (each
             # event in a session's retention ring lives ~1 s at 1,000 events/s). At 1,000
-            # comments/s: 335-485 → 104-133 ms of collections per run, no 28-36 ms full
-            # collections (docs/performance.md, change 25).
+            # comments/s: 281-327 → 81-127 ms of collections per 4,000-comment run, and
+            # none of the four 23-33 ms full collections (docs/performance.md, change 25).
             gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
             logger.info(
                 "tandem %s profile listening on ws://%s:%s/ (status: /status)%s",
