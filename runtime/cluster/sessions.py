@@ -165,11 +165,21 @@ class ClusterSessions:
                     # between its `since` and the live frames would be skipped. The
                     # member's join is answered by the owner this relay follows.
                     return
+                if conn.id not in relay.joining and conn.id not in relay.members:
+                    # A late answer to a join this relay did not forward: its predecessor
+                    # stopped, refused the join and told the owner the member left.
+                    return
                 relay.joining.pop(conn.id, None)
                 relay.members[conn.id] = conn  # live frames from here on
             conn.send(message)
         elif kind == "frame":
-            conn.send_shared(SharedFrame(payload))  # a replay: stored events, deduplicated
+            # A join's replay (stored events, deduplicated): only for a member, or a
+            # joiner, of a session this owner's relay here follows; not after a refusal.
+            if any(
+                relay.owner == sender and (conn.id in relay.joining or conn.id in relay.members)
+                for relay in self.relays.values()
+            ):
+                conn.send_shared(SharedFrame(payload))
         elif kind == "lost":
             session_id = str(header["s"])
             relay = self.relays.get(session_id)

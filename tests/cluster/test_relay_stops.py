@@ -90,7 +90,10 @@ async def test_a_stopped_relay_tells_its_members_and_joins_and_the_owner_drops_t
             hold.set()
             with trio.fail_after(5):
                 await wait_for_participants(a, "other", set())
+                late = await carol.quiet(0.5)  # the owner's answer has come and gone
             assert "other" not in b.node.connections[carol_id].joined
+            # ...and none of it reached her: neither the answer nor the join's replay.
+            assert [m for m in late if m.get("sessionId") == "other"] == []
 
             # A rejoin works (through a new relay), and is tracked anew.
             with trio.fail_after(20):
