@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
+from trio_util import AsyncValue
 
 from actors.inbox.actor import Deliver, InboxActor, InboxConfig, InboxMessage
 from actors.inbox.state import Incoming
@@ -144,9 +145,7 @@ class Collaboration:
         self._sockets: dict[str, list[ClientConnection]] = {}
         self._indexed = 0
         self._fanout_send, self._fanout_recv = trio.open_memory_channel[Notice](FANOUT_QUEUE)
-        self._notices_queued = 0  # queued or being handed out
-        self._notices_out = trio.Event()
-        self._notices_out.set()
+        self._notices_queued = AsyncValue(0)  # queued or being handed out
 
     async def start(self, root: Supervisor, nursery: trio.Nursery) -> None:
         self._nursery = nursery
@@ -173,7 +172,7 @@ class Collaboration:
         are answered and every notification they and earlier changes raised is in its
         inbox's mailbox, so the inboxes' own drain stores them. The caller bounds it."""
         await self.comments.writers.settle()
-        await self._notices_out.wait()
+        await self._notices_queued.wait_value(0)
 
     # -- notifications ----------------------------------------------------------------
 
@@ -199,9 +198,7 @@ class Collaboration:
         if self._nursery is None:
             await self._hand_out(notice)
             return
-        if self._notices_queued == 0:
-            self._notices_out = trio.Event()
-        self._notices_queued += 1
+        self._notices_queued.value += 1
         try:
             try:
                 self._fanout_send.send_nowait(notice)
@@ -219,9 +216,7 @@ class Collaboration:
                 self._handed_out()
 
     def _handed_out(self) -> None:
-        self._notices_queued -= 1
-        if self._notices_queued == 0:
-            self._notices_out.set()
+        self._notices_queued.value -= 1
 
     async def _hand_out(self, notice: Notice) -> None:
         for user_id in notice.user_ids:

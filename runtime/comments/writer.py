@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import trio
+from trio_util import AsyncValue
 
 from runtime.actor import BatchPolicy, run_batch_loop
 from runtime.comments.batch import CommentBatches, Created, Draft, Staged
@@ -134,9 +135,8 @@ class CommentWriters:
         self._policy = policy or BatchPolicy(max_batch=MAX_BATCH)
         self._mailboxes: dict[str, Mailbox[_Waiting]] = {}
         self._nursery: trio.Nursery | None = None
-        self._unsettled = 0  # creates queued whose writer has not finished with them
-        self._settled = trio.Event()
-        self._settled.set()
+        # Creates queued whose writer has not finished with them (settle waits for 0).
+        self._unsettled = AsyncValue(0)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the writers until cancelled (the node's shutdown)."""
@@ -155,7 +155,7 @@ class CommentWriters:
     async def settle(self) -> None:
         """Wait until every create queued so far is written, answered and its ``then``
         has run (a shutdown, once no new ones can come; the caller bounds the wait)."""
-        await self._settled.wait()
+        await self._unsettled.wait_value(0)
 
     async def submit(self, session_id: str, draft: Draft, then: Then | None = None) -> Created:
         """Queue ``draft`` for its session's next batch and wait until it is durable.
@@ -177,14 +177,10 @@ class CommentWriters:
         return result
 
     def _hold(self) -> None:
-        if self._unsettled == 0:
-            self._settled = trio.Event()
-        self._unsettled += 1
+        self._unsettled.value += 1
 
     def _release(self, n: int = 1) -> None:
-        self._unsettled -= n
-        if self._unsettled == 0:
-            self._settled.set()
+        self._unsettled.value -= n
 
     def _done_with(self, flight: _Flight) -> None:
         """A flight answered (and its ``then`` run), or dropped unanswered."""

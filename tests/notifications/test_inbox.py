@@ -197,7 +197,7 @@ async def test_graceful_shutdown_stores_every_queued_notification(
                         mentions=[f"u{n + 1}", "alice"],
                     )
                 )
-        assert collab._notices_queued > 0  # still on their way when the server stops
+        assert collab._notices_queued.value > 0  # still on their way when the server stops
     # Every mention (40 users, and alice 40 times) reached its inbox.
     mentioned = [
         n
