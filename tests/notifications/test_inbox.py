@@ -177,13 +177,18 @@ async def test_graceful_shutdown_stores_every_queued_notification(
         collab = server.node.collab
         service = collab.comments
         notifications = collab.notifications
-        add_batch = notifications.add_batch
+        add_batch, hand_out = notifications.add_batch, collab._hand_out
 
         async def slow(*args: Any) -> Any:
             await trio.sleep(0.01)  # inbox writes lag: notices queue up behind them
             return await add_batch(*args)
 
+        async def slow_hand_out(notice: Any) -> None:
+            await trio.sleep(0.01)  # and so does the fan-out to the inboxes
+            await hand_out(notice)
+
         notifications.add_batch = slow  # type: ignore[method-assign]
+        collab._hand_out = slow_hand_out  # type: ignore[method-assign]
         thread = (await service.create_thread("alice", SID, body="root")).result
         async with trio.open_nursery() as nursery:
             for n in range(40):
@@ -206,3 +211,36 @@ async def test_graceful_shutdown_stores_every_queued_notification(
         if n.kind == "mention"
     ]
     assert sum(n.count for n in mentioned) == 80
+
+
+async def test_a_create_in_flight_at_shutdown_is_written_and_notifies(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    answers: list[object] = []
+    async with trio.open_nursery() as requests:  # outlives the server: answered in its drain
+        async with open_test_server() as server:
+            collab = server.node.collab
+            service = collab.comments
+            thread = (await service.create_thread("alice", SID, body="root")).result
+            add_comments = service.store.add_comments
+
+            async def slow(drafts: Any) -> Any:
+                await trio.sleep(1)  # still being written when the server stops
+                return await add_comments(drafts)
+
+            service.store.add_comments = slow  # type: ignore[method-assign]
+
+            async def create() -> None:
+                try:
+                    change = await service.create_comment(
+                        "bob", SID, thread["id"], body="@carol late", mentions=["carol"]
+                    )
+                    answers.append(change.seq)
+                except Exception as exc:
+                    answers.append(exc)
+
+            requests.start_soon(create)
+            await trio.sleep(0.5)
+    assert [type(a) for a in answers] == [int]
+    [mention] = await collab.notifications.list("carol", before=None, limit=10, unread_only=False)
+    assert mention.kind == "mention"
