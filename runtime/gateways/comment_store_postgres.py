@@ -22,13 +22,7 @@ from runtime.gateways.comment_sealing import (
     seal_thread,
 )
 from runtime.gateways.comment_store import JSON, AddedComment, Reactions, placement
-from runtime.gateways.database import (
-    DatabaseGateway,
-    Row,
-    Statement,
-    exchange,
-    explicit_transactions,
-)
+from runtime.gateways.database import DatabaseGateway, LentConnection, Row, Statement
 from runtime.gateways.encryption import EncryptionUnavailable, Sealer
 from runtime.gateways.memory import check_text, decode_json, encode_json
 
@@ -226,13 +220,9 @@ class PostgresCommentStore:
             except Exception as exc:
                 results[i] = exc
 
-        def work(conn: Conn) -> list[list[Row]]:
-            statements = [s for _, thread, first in todo for s in (thread, first)]
-            with explicit_transactions(conn):
-                return exchange(conn, [("BEGIN", ()), *statements, ("COMMIT", ())])[1:-1]
-
         if todo:
-            rows = await self._db.run_on_connection(work)
+            statements = [s for _, thread, first in todo for s in (thread, first)]
+            rows = (await self._db.exchange([("BEGIN", ()), *statements, ("COMMIT", ())]))[1:-1]
             for k, (i, _, _) in enumerate(todo):
                 [thread_row], [first_row] = rows[2 * k], rows[2 * k + 1]
                 results[i] = (_thread(thread_row, self.sealer), _comment(first_row, self.sealer))
@@ -262,8 +252,8 @@ class PostgresCommentStore:
         """One transaction for the whole batch in two round trips however many comments:
         BEGIN, lock its threads, read its parents and the threads' writers (one message);
         insert every comment, move each thread's count, COMMIT (another). Round trips
-        are what a batch waits for (and after each one the worker thread must win the
-        GIL back from a busy event loop)."""
+        are what a batch waits for, so both are sent from the Trio thread (the
+        gateway's lane)."""
         results: list[AddedComment | Exception | None] = [None] * len(drafts)
         todo: list[tuple[int, CommentRecord, tuple[str | None, bytes | None, str | None]]] = []
         for i, draft in enumerate(drafts):
@@ -273,23 +263,16 @@ class PostgresCommentStore:
             except Exception as exc:
                 results[i] = exc
         if todo:
-            done = await self._db.run_on_connection(lambda conn: self._add_all_alone(conn, todo))
+            async with self._db.connection() as conn:
+                done = await self._add_all(conn, todo)
             for i, result in done.items():
                 results[i] = result
         assert all(r is not None for r in results)
         return [r for r in results if r is not None]
 
-    def _add_all_alone(
+    async def _add_all(
         self,
-        conn: Conn,
-        todo: Sequence[tuple[int, CommentRecord, tuple[str | None, bytes | None, str | None]]],
-    ) -> dict[int, AddedComment | Exception]:
-        with explicit_transactions(conn):
-            return self._add_all(conn, todo)
-
-    def _add_all(
-        self,
-        conn: Conn,
+        conn: LentConnection,
         todo: Sequence[tuple[int, CommentRecord, tuple[str | None, bytes | None, str | None]]],
     ) -> dict[int, AddedComment | Exception]:
         thread_ids = sorted({draft.thread_id for _, draft, _ in todo})
@@ -298,8 +281,7 @@ class PostgresCommentStore:
         # within each thread, other nodes included; taken in id order so two batches
         # never wait on each other in a cycle), read the parents, and read the threads'
         # writers once the locks are held (the server runs them in order).
-        _, locked, parent_rows, writer_rows = exchange(
-            conn,
+        _, locked, parent_rows, writer_rows = await conn.exchange(
             [
                 ("BEGIN", ()),
                 (
@@ -365,7 +347,7 @@ class PostgresCommentStore:
                     ),
                 )
             )
-        exchange(conn, [*writes, ("COMMIT", ())])
+        await conn.exchange([*writes, ("COMMIT", ())])
         return out
 
     async def get_thread(self, session_id: str, thread_id: str) -> ThreadRecord | None:

@@ -1,15 +1,24 @@
 """DatabaseGateway: PostgreSQL access for Trio actors.
 
-psycopg 3 has no Trio support, so the gateway owns a ``psycopg_pool.ConnectionPool``
-and runs every blocking call on a worker thread (``trio.to_thread.run_sync``)
-behind a ``trio.CapacityLimiter`` as large as the pool: at most ``max_size``
-threads ever wait on the database.
+The gateway owns a ``psycopg_pool.ConnectionPool`` and reaches the server two ways:
 
-Cancellation: a cancelled call returns at once (the worker thread is abandoned)
-and the query running for it is cancelled server-side (``conn.cancel_safe()``),
-so its thread finishes quickly and its transaction is rolled back. Whether a
-cancelled write committed is unknown to the caller. PostgreSQL's
-``statement_timeout`` bounds every statement in any case.
+* **From the Trio thread** (the lane): single statements (``execute``,
+  ``fetch_one``, ``fetch_all``, ``write_returning``), ``exchange`` and
+  ``connection()`` send their messages from the calling task and wait on the
+  socket (:mod:`runtime.gateways.libpq_io`). Pool connections lent to the lane
+  stay on the Trio side between calls (up to ``LANE_IDLE``); at most ``max_size``
+  calls use it at once. Every hot path is here: no worker thread, so no wait for
+  the GIL while the event loop is busy.
+* **On a worker thread** (``trio.to_thread.run_sync``, behind a
+  ``trio.CapacityLimiter`` as large as the pool): ``run_in_transaction`` and
+  ``run_on_connection`` for code written against psycopg's blocking API, and
+  ``executemany`` and ``copy_rows``.
+
+Cancellation: a cancelled call returns at once and the query running for it is
+cancelled server-side (``cancel_safe()`` on a thread of its own), so its
+transaction is rolled back; a lane connection cancelled mid-message is closed
+rather than reused. Whether a cancelled write committed is unknown to the caller.
+PostgreSQL's ``statement_timeout`` bounds every statement in any case.
 
 Outages: when a connection is found broken (server restart, terminated backend)
 the call fails with ``DatabaseUnavailable`` and the pool's idle connections are
@@ -23,24 +32,24 @@ import logging
 import select
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, LiteralString, TypeVar
 
 import attrs
 import psycopg
 import psycopg_pool
 import trio
-from psycopg.pq import TransactionStatus
 
 from runtime import metrics
+from runtime.gateways.libpq_io import Outcome, is_idle, run_exchange, run_statement
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
 Row = tuple[Any, ...]
-Params = Sequence[Any] | Mapping[str, Any] | None
+Params = Sequence[Any] | None
 Query = LiteralString | psycopg.sql.Composed | psycopg.sql.SQL
 
 
@@ -126,51 +135,153 @@ def _alive(conn: psycopg.Connection[Any]) -> bool:
         return False
 
 
-# How _call runs its function: in a transaction of its own; alone (autocommit: a
-# single statement, or BEGIN and COMMIT sent inside ``exchange`` messages); or
+# How _call runs its function on its thread: in a transaction of its own, or
 # managing the connection itself.
-_TRANSACTION, _ALONE, _SESSION = "transaction", "alone", "session"
+_TRANSACTION, _SESSION = "transaction", "session"
+
+#: Lane connections kept on the Trio side between calls; more go back to the pool,
+#: where threaded work can have them.
+LANE_IDLE = 4
 
 Statement = tuple[LiteralString, Sequence[Any]]
 
 
-@contextmanager
-def explicit_transactions(conn: psycopg.Connection[Any]) -> Iterator[None]:
-    """Autocommit for the block: each statement commits alone, or the block sends its
-    own BEGIN and COMMIT (inside :func:`exchange` messages, so they cost no round trip
-    of their own). A transaction the block leaves open, because something raised, is
-    rolled back; the connection goes back to the pool as it came (autocommit off)."""
-    conn.autocommit = True
-    try:
-        yield
-    finally:
+def _quiet(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle lane connection is fit to reuse: open, and nothing unasked for
+    to read (a terminated backend's FATAL message). One poll(), no round trip."""
+    if conn.closed:
+        return False
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return not poller.poll(0)
+
+
+class _Lane:
+    """Pool connections lent to the Trio thread (see the module docstring)."""
+
+    def __init__(self, pool: psycopg_pool.ConnectionPool[Any], *, max_size: int) -> None:
+        self._pool = pool
+        self._max_size = max_size
+        self._idle: list[psycopg.Connection[Any]] = []
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    async def take(self) -> psycopg.Connection[Any]:
+        while self._idle:
+            conn = self._idle.pop()
+            if _quiet(conn):
+                return conn
+            self.discard(conn, interrupted=False)
+        return await self._borrow()
+
+    async def _borrow(self) -> psycopg.Connection[Any]:
+        """A live connection from the pool (the wait for one happens on a thread)."""
+        handshake = _Running()  # its lock, conn and cancelled: who owns the connection
+
+        def get() -> psycopg.Connection[Any]:
+            for _ in range(self._max_size + 1):
+                conn: psycopg.Connection[Any] = self._pool.getconn()
+                if _alive(conn):
+                    break
+                self._pool.putconn(conn)  # closed by _alive: the pool drops it
+            else:
+                raise psycopg.OperationalError("no live connection in the pool")
+            with handshake.lock:
+                if handshake.cancelled:  # the caller left while we waited
+                    self._pool.putconn(conn)
+                    raise _Abandoned
+                handshake.conn = conn
+            return conn
+
         try:
-            if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
-                conn.execute("ROLLBACK")
-        finally:
-            if not conn.closed:
+            return await trio.to_thread.run_sync(get, abandon_on_cancel=True)
+        except trio.Cancelled:
+            with handshake.lock:
+                handshake.cancelled = True
+                got = handshake.conn
+            if got is not None:  # got one just as we were cancelled: nobody will use it
+                self._pool.putconn(got)
+            raise
+
+    async def give_back(self, conn: psycopg.Connection[Any], *, clean: bool) -> None:
+        """Keep or return a connection after use. ``clean``: every message it was sent
+        was answered in full (the caller was not interrupted mid-message)."""
+        if clean and not conn.closed and not is_idle(conn):
+            # A transaction left open by an error: end it before anyone else uses it.
+            clean = False
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
                 try:
-                    conn.autocommit = False
-                except psycopg.Error:  # still in a transaction: the ROLLBACK failed
-                    conn.close()  # the pool discards it rather than lend it half reset
+                    await run_statement(conn, "ROLLBACK", None)
+                    clean = is_idle(conn)
+                except psycopg.Error:
+                    pass
+        if not clean or conn.closed:
+            self.discard(conn, interrupted=not conn.closed)
+        elif len(self._idle) < LANE_IDLE:
+            self._idle.append(conn)
+        else:
+            self._pool.putconn(conn)
+
+    def discard(self, conn: psycopg.Connection[Any], *, interrupted: bool) -> None:
+        """Close a connection and hand it back to the pool, which replaces it. One
+        interrupted mid-message first has its query cancelled server-side, on a
+        thread of its own so the Trio loop never blocks on it (fire and forget:
+        ``statement_timeout`` bounds it if the cancel fails)."""
+        if not conn.closed:
+            trio.lowlevel.notify_closing(conn.fileno())
+        if not interrupted:
+            conn.close()
+            self._pool.putconn(conn)
+            return
+
+        def cancel_and_close() -> None:
+            try:
+                conn.cancel_safe(timeout=2.0)
+            except Exception as exc:  # best effort, as above
+                log.debug("could not cancel query: %s", exc)
+            conn.close()
+            self._pool.putconn(conn)
+
+        trio.lowlevel.start_thread_soon(cancel_and_close, lambda _outcome: None)
+
+    def spare(self) -> None:
+        """Hand an idle connection back to the pool if the pool has none left, so
+        threaded work is never starved by connections the lane is merely keeping."""
+        if self._idle and self._pool.get_stats().get("pool_available", 0) == 0:
+            self._pool.putconn(self._idle.pop())
+
+    def close(self) -> None:
+        """Return the idle connections (the pool is closing)."""
+        while self._idle:
+            self._pool.putconn(self._idle.pop())
 
 
-def exchange(conn: psycopg.Connection[Any], statements: Sequence[Statement]) -> list[list[Row]]:
-    """Send ``statements`` as one message and return each one's rows ([] if it has
-    none): one round trip however many there are.
+class LentConnection:
+    """One pool connection for a task's statements, sent from the Trio thread; in
+    autocommit (a transaction is a BEGIN and a COMMIT inside ``exchange`` messages;
+    one left open when the block ends is rolled back). Get it from
+    :meth:`DatabaseGateway.connection`."""
 
-    The parameters are bound client-side (psycopg's literal quoting, the same as
-    ``psycopg.sql.Literal``) because the extended protocol takes one statement per
-    message. The server runs them in order and stops at the first that fails, which
-    raises here. Without a BEGIN among them they form one implicit transaction.
-    """
-    cursor = psycopg.ClientCursor(conn)
-    cursor.execute("; ".join(q for q, _ in statements), [p for _, ps in statements for p in ps])
-    results: list[list[Row]] = []
-    while True:
-        results.append(cursor.fetchall() if cursor.description is not None else [])
-        if not cursor.nextset():
-            return results
+    __slots__ = ("conn", "interrupted")
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        # A message left unanswered (its caller cancelled, or the connection failed
+        # mid-way): its answer may still arrive, so the connection is never reused.
+        self.interrupted = False
+
+    async def exchange(self, statements: Sequence[Statement]) -> list[list[Row]]:
+        """See :meth:`DatabaseGateway.exchange`."""
+        return await run_exchange(self.conn, statements, pending=self._pending)
+
+    async def statement(self, sql: Query, params: Params = None) -> Outcome:
+        """One statement with its parameters bound server-side: its rows and row count."""
+        return await run_statement(self.conn, sql, params, pending=self._pending)
+
+    def _pending(self, pending: bool) -> None:
+        self.interrupted = pending
 
 
 class DatabaseGateway:
@@ -180,6 +291,8 @@ class DatabaseGateway:
         self._pool = pool
         self._max_size = max_size
         self._limiter = trio.CapacityLimiter(max_size)
+        self._lane = _Lane(pool, max_size=max_size)
+        self._lane_slots = trio.Semaphore(max_size)
         self._last_error: str | None = None
         self._last_error_at: float | None = None
         self._ok = True
@@ -188,41 +301,55 @@ class DatabaseGateway:
     # -- public API -----------------------------------------------------------------
 
     # One statement is a transaction by itself: the calls that run one send it alone
-    # (autocommit), one round trip instead of three with BEGIN and COMMIT.
+    # (autocommit), one round trip instead of three with BEGIN and COMMIT, and from
+    # the Trio thread (the lane).
 
     async def execute(self, sql: Query, params: Params = None) -> int:
         """Run one statement, committed on its own; returns the row count."""
-
-        def work(conn: psycopg.Connection[Any]) -> int:
-            return conn.execute(sql, params).rowcount
-
-        return await self._call(work, idempotent=False, wrap=_ALONE)
+        return (await self._statement(sql, params, idempotent=False)).rowcount
 
     async def write_returning(self, sql: Query, params: Params = None) -> list[Row]:
         """The rows a write statement returns, committed on its own. Not retried: it
         may have committed before a connection broke."""
-
-        def work(conn: psycopg.Connection[Any]) -> list[Row]:
-            return conn.execute(sql, params).fetchall()
-
-        return await self._call(work, idempotent=False, wrap=_ALONE)
+        return (await self._statement(sql, params, idempotent=False)).rows
 
     async def fetch_all(self, sql: Query, params: Params = None) -> list[Row]:
         """Rows of a read-only query (retried once on a fresh connection if one broke)."""
-
-        def work(conn: psycopg.Connection[Any]) -> list[Row]:
-            return conn.execute(sql, params).fetchall()
-
-        return await self._call(work, idempotent=True, wrap=_ALONE)
+        return (await self._statement(sql, params, idempotent=True)).rows
 
     async def fetch_one(self, sql: Query, params: Params = None) -> Row | None:
         """First row of a read-only query, or None."""
+        rows = (await self._statement(sql, params, idempotent=True)).rows
+        return rows[0] if rows else None
 
-        def work(conn: psycopg.Connection[Any]) -> Row | None:
-            row: Row | None = conn.execute(sql, params).fetchone()
-            return row
+    async def exchange(self, statements: Sequence[Statement]) -> list[list[Row]]:
+        """Send ``statements`` as one message and return each one's rows ([] if it has
+        none): one round trip however many there are. Not retried.
 
-        return await self._call(work, idempotent=True, wrap=_ALONE)
+        The parameters are bound client-side (psycopg's literal quoting, the same as
+        ``psycopg.sql.Literal``) because the extended protocol takes one statement per
+        message. The server runs them in order and stops at the first that fails,
+        which raises here. Without a BEGIN among them they form one implicit
+        transaction; with one, the COMMIT belongs in the same message (an open
+        transaction is rolled back when the call ends).
+        """
+        async with self.connection() as conn:
+            return await conn.exchange(statements)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[LentConnection]:
+        """A pool connection of the calling task's own, for several messages in one
+        transaction (see :class:`LentConnection`). Not retried."""
+        started = trio.current_time()
+        try:
+            async with self._lent() as conn:
+                yield conn
+        except _Broken as broken:
+            self._note_error(broken.cause)
+            raise DatabaseUnavailable(str(broken.cause)) from broken.cause
+        finally:
+            metrics.DATABASE.observe(trio.current_time() - started)
+        self._ok = True
 
     async def executemany(
         self, sql: Query, params_seq: Sequence[Sequence[Any] | Mapping[str, Any]]
@@ -271,13 +398,17 @@ class DatabaseGateway:
         """
         return await self._call(fn, idempotent=idempotent, wrap=_SESSION)
 
+    def release(self) -> None:
+        """Give the lane's idle connections back to the pool (it is about to close)."""
+        self._lane.close()
+
     def health(self) -> DatabaseHealth:
         stats = self._pool.get_stats()
         size = stats.get("pool_size", 0)
         return DatabaseHealth(
             ok=self._ok,
             pool_size=size,
-            in_use=size - stats.get("pool_available", 0),
+            in_use=size - stats.get("pool_available", 0) - self._lane.idle,
             waiting=stats.get("requests_waiting", 0),
             max_size=self._max_size,
             last_error=self._last_error,
@@ -288,6 +419,50 @@ class DatabaseGateway:
 
     # -- machinery ------------------------------------------------------------------
 
+    async def _statement(self, sql: Query, params: Params, *, idempotent: bool) -> Outcome:
+        attempts = 2 if idempotent else 1
+        for attempt in range(1, attempts + 1):
+            started = trio.current_time()
+            try:
+                async with self._lent() as conn:
+                    outcome = await conn.statement(sql, params)
+            except _Broken as broken:
+                self._note_error(broken.cause)
+                if attempt < attempts and not isinstance(broken.cause, psycopg_pool.PoolTimeout):
+                    log.info("database connection broke (%s); retrying once", broken.cause)
+                    continue
+                raise DatabaseUnavailable(str(broken.cause)) from broken.cause
+            finally:
+                metrics.DATABASE.observe(trio.current_time() - started)
+            self._ok = True
+            return outcome
+        raise AssertionError("unreachable")
+
+    @asynccontextmanager
+    async def _lent(self) -> AsyncIterator[LentConnection]:
+        """A lane connection for the block, its errors sorted as ``_work_in_thread``
+        sorts them (``_Broken`` for a connection that failed)."""
+        async with self._lane_slots:
+            lent: LentConnection | None = None
+            try:
+                lent = LentConnection(await self._lane.take())
+                yield lent
+            except psycopg.Error as exc:
+                broken = lent is None or _is_broken(lent.conn, exc)
+                if isinstance(exc, psycopg.errors.QueryCanceled) and not broken:
+                    raise StatementTimeout(str(exc)) from exc
+                if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and broken:
+                    await self._purge_idle_soon()
+                    raise _Broken(exc) from exc
+                raise
+            finally:
+                if lent is not None:
+                    await self._lane.give_back(lent.conn, clean=not lent.interrupted)
+
+    async def _purge_idle_soon(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await trio.to_thread.run_sync(self._purge_idle, abandon_on_cancel=True)
+
     async def _call(
         self,
         fn: Callable[[psycopg.Connection[Any]], T],
@@ -297,6 +472,7 @@ class DatabaseGateway:
     ) -> T:
         attempts = 2 if idempotent else 1
         for attempt in range(1, attempts + 1):
+            self._lane.spare()
             running = _Running()
             started = trio.current_time()
             try:
@@ -344,9 +520,6 @@ class DatabaseGateway:
                     try:
                         if wrap == _SESSION:
                             return fn(conn)
-                        if wrap == _ALONE:
-                            with explicit_transactions(conn):
-                                return fn(conn)
                         with conn.transaction():
                             return fn(conn)
                     finally:
@@ -435,9 +608,11 @@ async def open_database_gateway(
 
     with trio.CancelScope(shield=True):
         await trio.to_thread.run_sync(open_pool)
+    gateway = DatabaseGateway(pool, max_size=max_size)
     try:
-        yield DatabaseGateway(pool, max_size=max_size)
+        yield gateway
     finally:
+        gateway.release()
         with trio.move_on_after(10) as scope:
             scope.shield = True
             await trio.to_thread.run_sync(lambda: pool.close(timeout=5.0), abandon_on_cancel=True)

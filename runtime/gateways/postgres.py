@@ -101,9 +101,13 @@ class PostgresEventStore:
         heads = [(sid, g[0].seq - 1, g[-1].seq) for sid, g in groups.items()]
         if len(heads) == 1:  # a session actor's batch: one statement, one round trip
             session_id, prev, last = heads[0]
-            if await self._db.run_on_connection(
-                lambda conn: _append_at_head(conn, session_id, prev, last, columns)
-            ):
+            # Committed on its own: no BEGIN and COMMIT round trips, and the row lock on
+            # the head serialises appends as in ``_advance_head``. Nothing is written
+            # unless the head is at ``prev``.
+            [(added,)] = await self._db.write_returning(
+                _APPEND_AT_HEAD, (last, session_id, prev, *columns)
+            )
+            if added > 0:
                 return
             # The head is not at prev (nothing was written): the session's first
             # append, or another writer moved it. The full path below says which.
@@ -251,21 +255,6 @@ _APPEND_AT_HEAD = (
     + " WHERE EXISTS (SELECT FROM head) RETURNING 1)"
     " SELECT count(*) FROM added"
 )
-
-
-def _append_at_head(
-    conn: Conn, session_id: str, prev: int, last: int, columns: Sequence[list[Any]]
-) -> bool:
-    """Move the head from ``prev`` to ``last`` and insert the events, in one statement
-    committed on its own: no BEGIN and COMMIT round trips, and the row lock on the
-    head serialises appends as in ``_advance_head``. False (nothing written) if the
-    head is not at ``prev``."""
-    conn.autocommit = True
-    try:
-        row = conn.execute(_APPEND_AT_HEAD, (last, session_id, prev, *columns)).fetchone()
-    finally:
-        conn.autocommit = False  # as the pool lent it
-    return row is not None and int(row[0]) > 0
 
 
 def _advance_head(conn: Conn, session_id: str, prev: int, last: int) -> None:

@@ -12,8 +12,6 @@ from runtime.gateways.database import (
     DatabaseGateway,
     DatabaseUnavailable,
     StatementTimeout,
-    exchange,
-    explicit_transactions,
     open_database_gateway,
 )
 from runtime.gateways.migrate import load_migrations, migrate
@@ -80,25 +78,20 @@ async def test_exchange_binds_values_as_data_and_returns_each_statements_rows(
     awkward = ["'); DROP TABLE t; --", 'quote " and \\ backslash', "é\n\t%s%%", ""]
     blob = bytes(range(256))
 
-    def work(conn: psycopg.Connection[Any]) -> list[list[Any]]:
-        with explicit_transactions(conn):
-            return exchange(
-                conn,
-                [
-                    ("BEGIN", ()),
-                    ("CREATE TABLE t (k int PRIMARY KEY, v text, b bytea, a text[], f float8)", ()),
-                    (
-                        "INSERT INTO t VALUES (%s, %s, %s, %s::text[], %s), (%s, %s, %s, %s, %s)",
-                        (1, awkward[0], blob, awkward, 0.1 + 0.2, 2, None, None, [], -1e-300),
-                    ),
-                    ("SELECT k, v, b, a, f FROM t ORDER BY k", ()),
-                    ("SELECT k FROM t WHERE v = ANY(%s::text[])", (awkward,)),
-                    ("COMMIT", ()),
-                ],
-            )
-
     with trio.fail_after(10):
-        results = await raw_db.run_on_connection(work)
+        results = await raw_db.exchange(
+            [
+                ("BEGIN", ()),
+                ("CREATE TABLE t (k int PRIMARY KEY, v text, b bytea, a text[], f float8)", ()),
+                (
+                    "INSERT INTO t VALUES (%s, %s, %s, %s::text[], %s), (%s, %s, %s, %s, %s)",
+                    (1, awkward[0], blob, awkward, 0.1 + 0.2, 2, None, None, [], -1e-300),
+                ),
+                ("SELECT k, v, b, a, f FROM t ORDER BY k", ()),
+                ("SELECT k FROM t WHERE v = ANY(%s::text[])", (awkward,)),
+                ("COMMIT", ()),
+            ],
+        )
         assert results[:3] == [[], [], []]  # BEGIN, CREATE, INSERT: no rows
         assert results[3] == [
             (1, awkward[0], blob, awkward, 0.1 + 0.2),
@@ -114,14 +107,11 @@ async def test_a_failed_exchange_rolls_back_and_leaves_the_connection_as_lent(
     async with open_database_gateway(database_url, min_size=1, max_size=1) as db:
         await db.execute("CREATE TEMP TABLE IF NOT EXISTS u (k int PRIMARY KEY)")
 
-        def two_messages(conn: psycopg.Connection[Any]) -> None:
-            with explicit_transactions(conn):
-                exchange(conn, [("BEGIN", ()), ("INSERT INTO u VALUES (1), (2)", ())])
-                exchange(conn, [("INSERT INTO u VALUES (2)", ()), ("COMMIT", ())])
-
         with trio.fail_after(10):
             with pytest.raises(psycopg.errors.UniqueViolation):
-                await db.run_on_connection(two_messages)
+                async with db.connection() as conn:
+                    await conn.exchange([("BEGIN", ()), ("INSERT INTO u VALUES (1), (2)", ())])
+                    await conn.exchange([("INSERT INTO u VALUES (2)", ()), ("COMMIT", ())])
             # The first message's rows went with the transaction, and the one connection
             # is back in the pool with autocommit off: a transaction there is still atomic.
             assert await db.fetch_all("SELECT k FROM u") == []
