@@ -129,8 +129,9 @@ class InboxActor:
         actors: tuple[str, ...] = ()
         for message in run:
             actors = merged_actors(actors, message.incoming.actor_id)
-        fresh = new_notification(last, f"nt_{secrets.token_hex(8)}", now)
-        return attrs.evolve(fresh, count=len(run), actor_ids=actors)
+        return new_notification(
+            last, f"nt_{secrets.token_hex(8)}", now, count=len(run), actor_ids=actors
+        )
 
 
 __all__ = ["Deliver", "InboxActor", "InboxConfig", "InboxMessage", "InboxStore"]

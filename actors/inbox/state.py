@@ -51,7 +51,16 @@ def groups_with(existing: NotificationRecord | None, now: float, window: float) 
     )
 
 
-def new_notification(incoming: Incoming, notification_id: str, now: float) -> NotificationRecord:
+def new_notification(
+    incoming: Incoming,
+    notification_id: str,
+    now: float,
+    *,
+    count: int = 1,
+    actor_ids: tuple[str, ...] | None = None,
+) -> NotificationRecord:
+    """A new notification for ``incoming`` (standing for ``count`` occurrences by
+    ``actor_ids``, by default just its own)."""
     return NotificationRecord(
         id=notification_id,
         user_id=incoming.user_id,
@@ -59,9 +68,9 @@ def new_notification(incoming: Incoming, notification_id: str, now: float) -> No
         group_key=group_key(incoming),
         session_id=incoming.session_id,
         thread_id=incoming.thread_id,
-        actor_ids=merged_actors((), incoming.actor_id),
+        actor_ids=merged_actors((), incoming.actor_id) if actor_ids is None else actor_ids,
         data=incoming.data,
-        count=1,
+        count=count,
         created_at=now,
         updated_at=now,
         read_at=None,

@@ -240,8 +240,16 @@ _COLUMNS = (
 )
 
 
-def _record(row: Row) -> NotificationRecord:
-    (nid, user, kind, group, sid, tid, actors, data, count, created, updated, read, pos) = row
+def _record(row: Row, decoded: dict[str, JSON] | None = None) -> NotificationRecord:
+    """A row of ``_COLUMNS`` as a record; ``decoded`` caches data texts seen before
+    (the records then share one data object: records are never changed in place)."""
+    (nid, user, kind, group, sid, tid, actors, text, count, created, updated, read, pos) = row
+    if decoded is None:
+        data = decode_json(text)
+    else:
+        data = decoded.get(text)
+        if data is None:
+            data = decoded[text] = decode_json(text)
     return NotificationRecord(
         id=nid,
         user_id=user,
@@ -250,7 +258,7 @@ def _record(row: Row) -> NotificationRecord:
         session_id=sid,
         thread_id=tid,
         actor_ids=tuple(actors or ()),
-        data=decode_json(data),
+        data=data,
         count=int(count),
         created_at=float(created),
         updated_at=float(updated),
@@ -309,9 +317,16 @@ _ADD_BATCHES = (
 )
 
 
-def _input_row(ord_: int, w: InboxWrite, r: NotificationRecord) -> tuple[Any, ...]:
-    """One row of ``_ADD_BATCHES``'s input (raises ``UnstorableValue``)."""
+def _input_row(
+    ord_: int, w: InboxWrite, r: NotificationRecord, encoded: dict[int, str]
+) -> tuple[Any, ...]:
+    """One row of ``_ADD_BATCHES``'s input (raises ``UnstorableValue``). ``encoded``:
+    data already encoded in this statement, by the identity of its object (which
+    the caller keeps alive for as long as the dict)."""
     check_text(r.id, r.user_id, r.kind, *r.actor_ids)
+    data = encoded.get(id(r.data))
+    if data is None:
+        data = encoded[id(r.data)] = encode_json(r.data)
     return (
         ord_,
         w.user_id,
@@ -323,7 +338,7 @@ def _input_row(ord_: int, w: InboxWrite, r: NotificationRecord) -> tuple[Any, ..
         r.session_id,
         r.thread_id,
         encode_json(list(r.actor_ids[-MAX_ACTORS:])),
-        encode_json(r.data),
+        data,
         r.count,
     )
 
@@ -408,9 +423,14 @@ class PostgresNotificationStore:
         results: dict[int, Written | Exception] = {}
         columns: tuple[list[Any], ...] = tuple([] for _ in range(12))
         owner: list[int] = []  # input row (its ord) -> the write it belongs to
+        # A comment's notifications share one data object (its excerpt), so each
+        # distinct one is encoded once, and each distinct text returned decoded once.
+        encoded: dict[int, str] = {}
         for i, w in enumerate(writes):
             try:
-                rows = [_input_row(o, w, r) for o, r in enumerate(w.records, start=len(owner))]
+                rows = [
+                    _input_row(o, w, r, encoded) for o, r in enumerate(w.records, start=len(owner))
+                ]
             except Exception as exc:
                 results[i] = exc
                 continue
@@ -422,9 +442,10 @@ class PostgresNotificationStore:
             got = await self._db.write_returning(_ADD_BATCHES, columns)
             stored: dict[int, list[NotificationRecord]] = {}
             unread: dict[int, int] = {}
+            decoded: dict[str, JSON] = {}
             for row in got:  # in input order
                 i = owner[row[0]]
-                stored.setdefault(i, []).append(_record(row[1:-1]))
+                stored.setdefault(i, []).append(_record(row[1:-1], decoded))
                 unread[i] = int(row[-1])
             for i, records in stored.items():
                 results[i] = (records, unread[i])
