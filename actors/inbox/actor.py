@@ -94,7 +94,7 @@ class InboxActor:
             assert isinstance(message, Deliver)
             sid = message.incoming.session_id
             if sid is not None and sid not in readable:
-                readable[sid] = await self._may_read(message.incoming.user_id, sid)
+                readable[sid] = await self._may_read(self.user_id, sid)
             if sid is not None and not readable[sid]:
                 if message.reply is not None:
                     message.reply.send_nowait(None)
@@ -130,7 +130,7 @@ class InboxActor:
         for message in run:
             actors = merged_actors(actors, message.incoming.actor_id)
         return new_notification(
-            last, f"nt_{secrets.token_hex(8)}", now, count=len(run), actor_ids=actors
+            self.user_id, last, f"nt_{secrets.token_hex(8)}", now, count=len(run), actor_ids=actors
         )
 
 

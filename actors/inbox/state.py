@@ -21,9 +21,9 @@ BUILTIN_KINDS = ("mention", "reply", "thread_resolved")
 
 @attrs.frozen
 class Incoming:
-    """One occurrence for one user, before grouping."""
+    """One occurrence, before grouping. Whose it is, is the inbox it is sent to: a
+    comment's readers all get the same one."""
 
-    user_id: str
     kind: str
     session_id: str | None = None
     thread_id: str | None = None
@@ -52,6 +52,7 @@ def groups_with(existing: NotificationRecord | None, now: float, window: float) 
 
 
 def new_notification(
+    user_id: str,
     incoming: Incoming,
     notification_id: str,
     now: float,
@@ -63,7 +64,7 @@ def new_notification(
     ``actor_ids``, by default just its own)."""
     return NotificationRecord(
         id=notification_id,
-        user_id=incoming.user_id,
+        user_id=user_id,
         kind=incoming.kind,
         group_key=group_key(incoming),
         session_id=incoming.session_id,

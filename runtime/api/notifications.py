@@ -92,15 +92,15 @@ class NotificationsApi:
         if isinstance(body, DecodeError):
             return invalid(body)
         record = await self._collab.deliver(
+            user,
             Incoming(
-                user_id=user,
                 kind=body.kind,
                 session_id=body.session_id,
                 thread_id=body.thread_id,
                 actor_id=body.actor_id,
                 data=body.data,
                 group_key=body.group_key,
-            )
+            ),
         )
         if record is None:
             return error_response(403, "forbidden", "the user may not read that session")

@@ -176,13 +176,11 @@ class Collaboration:
 
     # -- notifications ----------------------------------------------------------------
 
-    async def deliver(self, incoming: Incoming) -> NotificationRecord | None:
-        """Hand one notification to its user's inbox and wait until it is stored."""
+    async def deliver(self, user_id: str, incoming: Incoming) -> NotificationRecord | None:
+        """Hand one notification to a user's inbox and wait until it is stored."""
         send, receive = trio.open_memory_channel[NotificationRecord | Exception | None](1)
         with trio.fail_after(self.node.settings.mailbox_timeout):
-            await self.node.registry.send(
-                self.inbox_kind, incoming.user_id, Deliver(incoming, send)
-            )
+            await self.node.registry.send(self.inbox_kind, user_id, Deliver(incoming, send))
         result = await receive.receive()
         if isinstance(result, Exception):
             raise result
@@ -219,27 +217,29 @@ class Collaboration:
         self._notices_queued.value -= 1
 
     async def _hand_out(self, notice: Notice) -> None:
-        for user_id in notice.user_ids:
-            incoming = Incoming(
-                user_id=user_id,
+        # One message for every recipient (it is immutable, and an inbox knows whose
+        # it is): a comment in a busy thread has a recipient per participant.
+        deliver = Deliver(
+            Incoming(
                 kind=notice.kind,
                 session_id=notice.session_id,
                 thread_id=notice.thread_id,
                 actor_id=notice.actor_id,
                 data=notice.data,
             )
-            # A live inbox with room takes it at once: no wait, no timeout to set up
-            # (a comment in a busy thread has a recipient per participant).
+        )
+        for user_id in notice.user_ids:
+            # A live inbox with room takes it at once: no wait, no timeout to set up.
             live = self.node.registry.lookup(self.inbox_kind, user_id)
             if live is not None:
                 try:
-                    live.post(Deliver(incoming))
+                    live.post(deliver)
                     continue
                 except (MailboxFull, MailboxClosed):
                     pass  # wait for room, or for its successor, as below
             with trio.move_on_after(self.node.settings.mailbox_timeout) as scope:
                 try:
-                    await self.node.registry.send(self.inbox_kind, user_id, Deliver(incoming))
+                    await self.node.registry.send(self.inbox_kind, user_id, deliver)
                 except (MailboxClosed, SpawnFailed) as exc:
                     logger.warning("notification for %s dropped: %s", user_id, exc)
             if scope.cancelled_caught:

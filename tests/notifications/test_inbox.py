@@ -100,14 +100,14 @@ async def test_custom_kind_over_http_and_revoked_readers(
 
 
 def test_grouping_window() -> None:
-    incoming = Incoming(user_id="u", kind="reply", session_id="s", thread_id="t", actor_id="a")
-    first = new_notification(incoming, "n1", now=1000.0)
+    incoming = Incoming(kind="reply", session_id="s", thread_id="t", actor_id="a")
+    first = new_notification("u", incoming, "n1", now=1000.0)
     assert first.group_key == "reply:s:t"
     assert groups_with(first, 1000.0 + 300, window=300)
     assert not groups_with(first, 1000.0 + 300.5, window=300)
     assert not groups_with(attrs.evolve(first, read_at=1001.0), 1002.0, window=300)
     assert not groups_with(first, 1000.0, window=0)
-    assert group_key(Incoming(user_id="u", kind="custom")) is None
+    assert group_key(Incoming(kind="custom")) is None
 
 
 async def test_notifications_follow_sockets_that_close_or_change_user(

@@ -30,8 +30,8 @@ WINDOW = 300.0
 def note(
     user: str, thread: str, actor: str = "a", *, count: int = 1, nid: str = ""
 ) -> NotificationRecord:
-    incoming = Incoming(user, "reply", "doc", thread, actor, {"about": thread, "by": actor})
-    record = new_notification(incoming, nid or f"nt_{user}_{thread}_{actor}_{count}", NOW)
+    incoming = Incoming("reply", "doc", thread, actor, {"about": thread, "by": actor})
+    record = new_notification(user, incoming, nid or f"nt_{user}_{thread}_{actor}_{count}", NOW)
     return attrs.evolve(record, count=count)
 
 
