@@ -219,10 +219,16 @@ class _Lane:
                     pass
         if not clean or conn.closed:
             self.discard(conn, interrupted=not conn.closed)
-        elif len(self._idle) < LANE_IDLE:
+        elif len(self._idle) < LANE_IDLE and not self._pool_has_waiters():
             self._idle.append(conn)
         else:
             self._pool.putconn(conn)
+
+    def _pool_has_waiters(self) -> bool:
+        # Threaded work waiting for a connection gets this one: otherwise, with the
+        # lane's connections all in use when it asked, it would wait for the pool's
+        # timeout while the lane kept them.
+        return bool(self._pool.get_stats().get("requests_waiting", 0))
 
     def discard(self, conn: psycopg.Connection[Any], *, interrupted: bool) -> None:
         """Close a connection and hand it back to the pool, which replaces it. One

@@ -153,3 +153,29 @@ async def _still_sleeping(database_url: str, application_name: str) -> int:
         return int(row[0])
 
     return await trio.to_thread.run_sync(count)
+
+
+async def test_threaded_work_waiting_for_the_pool_gets_the_lane_connection_next(
+    database_url: str,
+) -> None:
+    # The one connection is busy in the lane when threaded work asks for it: once
+    # the lane's call ends, the connection must go to the waiter, not stay idle in
+    # the lane until the waiter's pool timeout.
+    async with open_database_gateway(
+        database_url, min_size=1, max_size=1, acquire_timeout_s=3
+    ) as db:
+
+        def in_thread(conn: psycopg.Connection[Any]) -> int:
+            row = conn.execute("SELECT 7").fetchone()
+            assert row is not None
+            return int(row[0])
+
+        async def threaded_while_lane_busy() -> None:
+            while db.health().in_use == 0:  # until the lane holds the connection
+                await trio.lowlevel.checkpoint()
+            assert await db.run_in_transaction(in_thread) == 7
+
+        with trio.fail_after(2.5):  # under the pool timeout: a starved waiter fails it
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(threaded_while_lane_busy)
+                assert await db.fetch_one("SELECT 1 FROM pg_sleep(0.3)") == (1,)
