@@ -426,22 +426,31 @@ class DatabaseGateway:
     # -- machinery ------------------------------------------------------------------
 
     async def _statement(self, sql: Query, params: Params, *, idempotent: bool) -> Outcome:
+        async def attempt() -> Outcome:
+            async with self._lent() as conn:
+                return await conn.statement(sql, params)
+
+        return await self._attempts(attempt, idempotent=idempotent)
+
+    async def _attempts(self, attempt: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
+        """``attempt()``, timed; once more on a fresh connection if it was idempotent and
+        its connection broke. A broken connection raises ``DatabaseUnavailable``."""
         attempts = 2 if idempotent else 1
-        for attempt in range(1, attempts + 1):
+        for n in range(1, attempts + 1):
             started = trio.current_time()
             try:
-                async with self._lent() as conn:
-                    outcome = await conn.statement(sql, params)
+                result = await attempt()
             except _Broken as broken:
                 self._note_error(broken.cause)
-                if attempt < attempts and not isinstance(broken.cause, psycopg_pool.PoolTimeout):
+                # After a pool timeout no fresh connection is to be had: do not wait twice.
+                if n < attempts and not isinstance(broken.cause, psycopg_pool.PoolTimeout):
                     log.info("database connection broke (%s); retrying once", broken.cause)
                     continue
                 raise DatabaseUnavailable(str(broken.cause)) from broken.cause
             finally:
                 metrics.DATABASE.observe(trio.current_time() - started)
             self._ok = True
-            return outcome
+            return result
         raise AssertionError("unreachable")
 
     @asynccontextmanager
@@ -476,13 +485,11 @@ class DatabaseGateway:
         idempotent: bool,
         wrap: str = _TRANSACTION,
     ) -> T:
-        attempts = 2 if idempotent else 1
-        for attempt in range(1, attempts + 1):
+        async def attempt() -> T:
             self._lane.spare()
             running = _Running()
-            started = trio.current_time()
             try:
-                result = await trio.to_thread.run_sync(
+                result: T = await trio.to_thread.run_sync(
                     self._work_in_thread,
                     fn,
                     running,
@@ -495,18 +502,9 @@ class DatabaseGateway:
                 # connection soon. Fire and forget: never block the Trio loop.
                 trio.lowlevel.start_thread_soon(running.cancel, lambda _outcome: None)
                 raise
-            except _Broken as broken:
-                self._note_error(broken.cause)
-                # After a pool timeout no fresh connection is to be had: do not wait twice.
-                if attempt < attempts and not isinstance(broken.cause, psycopg_pool.PoolTimeout):
-                    log.info("database connection broke (%s); retrying once", broken.cause)
-                    continue
-                raise DatabaseUnavailable(str(broken.cause)) from broken.cause
-            finally:
-                metrics.DATABASE.observe(trio.current_time() - started)
-            self._ok = True
             return result
-        raise AssertionError("unreachable")
+
+        return await self._attempts(attempt, idempotent=idempotent)
 
     def _work_in_thread(
         self, fn: Callable[[psycopg.Connection[Any]], T], running: _Running, wrap: str

@@ -15,23 +15,19 @@ from runtime.gateways.database import (
     open_database_gateway,
 )
 from runtime.gateways.migrate import load_migrations, migrate
+from tests.integration.pg_admin import admin_rows
 
 pytestmark = pytest.mark.integration
 
 
 async def _terminate_backends(database_url: str, schema: str) -> int:
     """Kill this test's server processes, as a PostgreSQL restart would."""
-
-    def kill() -> int:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
-                " WHERE application_name = %s",
-                (schema,),
-            ).fetchall()
-        return len(rows)
-
-    return await trio.to_thread.run_sync(kill)
+    rows = await admin_rows(
+        database_url,
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = %s",
+        (schema,),
+    )
+    return len(rows)
 
 
 async def test_basic_queries(raw_db: DatabaseGateway) -> None:

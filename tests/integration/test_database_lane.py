@@ -15,6 +15,7 @@ from psycopg.adapt import PyFormat
 
 from runtime.gateways.database import DatabaseGateway, open_database_gateway
 from runtime.gateways.libpq_io import positional
+from tests.integration.pg_admin import admin_rows
 
 pytestmark = pytest.mark.integration
 
@@ -142,17 +143,13 @@ async def test_a_cancelled_statement_stops_running_on_the_server(
 
 
 async def _still_sleeping(database_url: str, application_name: str) -> int:
-    def count() -> int:
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
-                " AND state = 'active' AND query LIKE 'SELECT pg_sleep(30)%%'",
-                (application_name,),
-            ).fetchone()
-        assert row is not None
-        return int(row[0])
-
-    return await trio.to_thread.run_sync(count)
+    [(count,)] = await admin_rows(
+        database_url,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+        " AND state = 'active' AND query LIKE 'SELECT pg_sleep(30)%%'",
+        (application_name,),
+    )
+    return int(count)
 
 
 async def test_threaded_work_waiting_for_the_pool_gets_the_lane_connection_next(
