@@ -2,8 +2,8 @@
 
 Why not a worker thread: a statement run on one waits for the GIL twice while the
 event loop is busy, once for the thread to start and again to read the reply. At
-~1,000 comments/s that was most of every database call (a fetch_one: 2.8 ms of
-work in 19.5 ms; docs/performance.md, change 26). Here the Trio task sends the
+~1,000 comments/s that was most of every database call (a fetch_one: 10.4 ms for
+2.0 ms of work; docs/performance.md, change 26). Here the Trio task sends the
 message, parks on the socket (``trio.lowlevel.wait_readable``) and parses the reply
 itself: no thread, no handoff.
 
@@ -162,14 +162,16 @@ async def run_statement(
     *,
     pending: Pending | None = None,
 ) -> Outcome:
-    """One statement, its parameters bound server-side; its rows and row count."""
+    """One statement, its parameters bound server-side; its rows and row count. (Text
+    without parameters may hold several statements, as with a cursor: the first one's
+    rows and count are returned.)"""
     results = await _round_trip(conn, lambda: _send_statement(conn, query, params), pending)
     _raise_failed(conn, results)
-    last = results[-1] if results else None
-    if last is None:
+    if not results:
         return Outcome([], -1)
-    count = last.command_tuples
-    return Outcome(_rows(conn, last), -1 if count is None else count)
+    first = results[0]
+    count = first.command_tuples
+    return Outcome(_rows(conn, first), -1 if count is None else count)
 
 
 async def run_exchange(

@@ -59,6 +59,7 @@ async def test_statements_bind_and_load_like_a_cursor(raw_db: DatabaseGateway) -
         ]
         assert await raw_db.fetch_one("SELECT 100 %% 7, %s::text", ("%s",)) == (2, "%s")
         assert await raw_db.fetch_one("SELECT 100 % 7") == (2,)  # no params: sent as is
+        assert await raw_db.fetch_all("SELECT 1; SELECT 2") == [(1,)]  # as a cursor: the first
         assert await raw_db.write_returning("DELETE FROM t WHERE k > %s RETURNING k", (1,)) == [
             (2,),
             (3,),
