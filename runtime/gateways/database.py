@@ -32,8 +32,8 @@ import logging
 import select
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, LiteralString, TypeVar
 
 import attrs
@@ -85,15 +85,17 @@ class _Running:
     """Shares the connection of one in-flight call with the code that may cancel it.
 
     The lock makes sure a server-side cancel never hits a connection that was
-    already handed back to the pool (and so to another request).
+    already handed back to the pool (and so to another request), and decides who
+    returns a connection the lane handed over (``given_taken``: the thread did).
     """
 
-    __slots__ = ("cancelled", "conn", "lock")
+    __slots__ = ("cancelled", "conn", "given_taken", "lock")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.conn: psycopg.Connection[Any] | None = None
         self.cancelled = False
+        self.given_taken = False
 
     def cancel(self) -> None:
         with self.lock:
@@ -252,11 +254,15 @@ class _Lane:
 
         trio.lowlevel.start_thread_soon(cancel_and_close, lambda _outcome: None)
 
-    def spare(self) -> None:
-        """Hand an idle connection back to the pool if the pool has none left, so
-        threaded work is never starved by connections the lane is merely keeping."""
-        if self._idle and self._pool.get_stats().get("pool_available", 0) == 0:
-            self._pool.putconn(self._idle.pop())
+    def hand_over(self) -> psycopg.Connection[Any] | None:
+        """An idle lane connection for threaded work (which returns it to the pool), so
+        connections the lane is merely keeping never make threaded work wait."""
+        while self._idle:
+            conn = self._idle.pop()
+            if _quiet(conn):
+                return conn
+            self.discard(conn, interrupted=False)
+        return None
 
     def close(self) -> None:
         """Return the idle connections (the pool is closing)."""
@@ -486,7 +492,7 @@ class DatabaseGateway:
         wrap: str = _TRANSACTION,
     ) -> T:
         async def attempt() -> T:
-            self._lane.spare()
+            given = self._lane.hand_over()
             running = _Running()
             try:
                 result: T = await trio.to_thread.run_sync(
@@ -494,10 +500,16 @@ class DatabaseGateway:
                     fn,
                     running,
                     wrap,
+                    given,
                     limiter=self._limiter,
                     abandon_on_cancel=True,
                 )
             except trio.Cancelled:
+                with running.lock:
+                    running.cancelled = True
+                    taken = running.given_taken
+                if given is not None and not taken:  # the thread never started with it
+                    self._pool.putconn(given)
                 # The thread keeps running; stop its query so it returns its
                 # connection soon. Fire and forget: never block the Trio loop.
                 trio.lowlevel.start_thread_soon(running.cancel, lambda _outcome: None)
@@ -507,14 +519,24 @@ class DatabaseGateway:
         return await self._attempts(attempt, idempotent=idempotent)
 
     def _work_in_thread(
-        self, fn: Callable[[psycopg.Connection[Any]], T], running: _Running, wrap: str
+        self,
+        fn: Callable[[psycopg.Connection[Any]], T],
+        running: _Running,
+        wrap: str,
+        given: psycopg.Connection[Any] | None,
     ) -> T:
+        if given is not None:
+            with running.lock:
+                if running.cancelled:  # the caller left before we started: it returned it
+                    raise _Abandoned
+                running.given_taken = True
         conn: psycopg.Connection[Any] | None = None
         try:
             # Skip connections that died while idle (each try drops one), so a
             # request after a restart does not fail on a stale connection.
             for _ in range(self._max_size + 1):
-                with self._pool.connection() as conn:
+                with self._checked_out(given) as conn:
+                    given = None  # the lane's, if any, is only the first try
                     if not _alive(conn):
                         continue
                     with running.lock:
@@ -540,6 +562,23 @@ class DatabaseGateway:
                 raise
             self._purge_idle()
             raise _Broken(exc) from exc
+
+    @contextmanager
+    def _checked_out(
+        self, given: psycopg.Connection[Any] | None
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """``given`` (a connection the lane handed over) or one from the pool, used and
+        returned as the pool's own ``connection()`` does: commit, or roll back on an
+        exception, then back to the pool."""
+        if given is None:
+            with self._pool.connection() as conn:
+                yield conn
+            return
+        try:
+            with given:  # a pool connection: the block commits or rolls back, never closes
+                yield given
+        finally:
+            self._pool.putconn(given)
 
     def _purge_idle(self) -> None:
         """Drop idle connections that died with the one we just saw break."""

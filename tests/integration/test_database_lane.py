@@ -177,3 +177,27 @@ async def test_threaded_work_waiting_for_the_pool_gets_the_lane_connection_next(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(threaded_while_lane_busy)
                 assert await db.fetch_one("SELECT 1 FROM pg_sleep(0.3)") == (1,)
+
+
+async def test_a_threaded_call_cancelled_before_it_starts_returns_the_lane_connection(
+    database_url: str,
+) -> None:
+    # The threaded call is handed the lane's idle connection, then cancelled before its
+    # thread runs: the connection must go back, or the one-connection pool is empty
+    # for good.
+    async with open_database_gateway(
+        database_url, min_size=1, max_size=1, acquire_timeout_s=2
+    ) as db:
+
+        def in_thread(conn: psycopg.Connection[Any]) -> int:
+            return 1
+
+        with trio.fail_after(1.5):  # under the pool timeout: a leaked connection fails it
+            assert await db.fetch_one("SELECT 1") == (1,)  # the lane now keeps the one
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                await db.run_in_transaction(in_thread)
+            assert scope.cancelled_caught
+            assert await db.fetch_one("SELECT 2") == (2,)
+            assert await db.run_in_transaction(in_thread) == 1
+            assert db.health().in_use == 0
