@@ -12,7 +12,9 @@ The gateway owns a ``psycopg_pool.ConnectionPool`` and reaches the server two wa
 * **On a worker thread** (``trio.to_thread.run_sync``, behind a
   ``trio.CapacityLimiter`` as large as the pool): ``run_in_transaction`` and
   ``run_on_connection`` for code written against psycopg's blocking API, and
-  ``executemany`` and ``copy_rows``.
+  ``executemany`` and ``copy_rows``. Such a call is handed an idle lane
+  connection first, and the lane gives connections back to the pool whenever
+  one is waiting there: connections the lane merely keeps never make it wait.
 
 Cancellation: a cancelled call returns at once and the query running for it is
 cancelled server-side (``cancel_safe()`` on a thread of its own), so its
