@@ -62,6 +62,10 @@ class Relay:
         self._waiting = trio.CancelScope()  # the wait for the next message
         self._questions: trio.Nursery  # set in run()
 
+    def serves(self, conn_id: str) -> bool:
+        """Whether ``conn_id`` is a member of, or a joiner forwarded by, this relay."""
+        return conn_id in self.joining or conn_id in self.members
+
     def _frame(self, data: bytes) -> None:
         header, payload = open_envelope(data)
         if header.get("o") != self.owner:

@@ -165,7 +165,7 @@ class ClusterSessions:
                     # between its `since` and the live frames would be skipped. The
                     # member's join is answered by the owner this relay follows.
                     return
-                if conn.id not in relay.joining and conn.id not in relay.members:
+                if not relay.serves(conn.id):
                     # A late answer to a join this relay did not forward: its predecessor
                     # stopped, refused the join and told the owner the member left.
                     return
@@ -175,10 +175,8 @@ class ClusterSessions:
         elif kind == "frame":
             # A join's replay (stored events, deduplicated): only for a member, or a
             # joiner, of a session this owner's relay here follows; not after a refusal.
-            if any(
-                relay.owner == sender and (conn.id in relay.joining or conn.id in relay.members)
-                for relay in self.relays.values()
-            ):
+            relays = self.relays.values()
+            if any(relay.owner == sender and relay.serves(conn.id) for relay in relays):
                 conn.send_shared(SharedFrame(payload))
         elif kind == "lost":
             session_id = str(header["s"])

@@ -173,12 +173,19 @@ class _Lane:
         return len(self._idle)
 
     async def take(self) -> psycopg.Connection[Any]:
+        conn = self.pop_idle()
+        return conn if conn is not None else await self._borrow()
+
+    def pop_idle(self) -> psycopg.Connection[Any] | None:
+        """An idle lane connection fit to reuse, if the lane keeps one (the stale ones
+        met on the way are discarded). Threaded work is handed one too (and returns it
+        to the pool), so connections the lane is merely keeping never make it wait."""
         while self._idle:
             conn = self._idle.pop()
             if _quiet(conn):
                 return conn
             self.discard(conn, interrupted=False)
-        return await self._borrow()
+        return None
 
     async def _borrow(self) -> psycopg.Connection[Any]:
         """A live connection from the pool (the wait for one happens on a thread)."""
@@ -255,16 +262,6 @@ class _Lane:
             self._pool.putconn(conn)
 
         trio.lowlevel.start_thread_soon(cancel_and_close, lambda _outcome: None)
-
-    def hand_over(self) -> psycopg.Connection[Any] | None:
-        """An idle lane connection for threaded work (which returns it to the pool), so
-        connections the lane is merely keeping never make threaded work wait."""
-        while self._idle:
-            conn = self._idle.pop()
-            if _quiet(conn):
-                return conn
-            self.discard(conn, interrupted=False)
-        return None
 
     def close(self) -> None:
         """Return the idle connections (the pool is closing)."""
@@ -494,7 +491,7 @@ class DatabaseGateway:
         wrap: str = _TRANSACTION,
     ) -> T:
         async def attempt() -> T:
-            given = self._lane.hand_over()
+            given = self._lane.pop_idle()
             running = _Running()
             try:
                 result: T = await trio.to_thread.run_sync(
