@@ -435,6 +435,9 @@ export class TandemClient {
 
   _retryNow() {
     if (this._retryTimer !== null || (this.state === "reconnecting" && !this._ws)) {
+      // The pending timer's dial, made now: counted as the timer counts it (a timer
+      // that already fired, its dial skipped while offline, counted it then).
+      if (this._retryTimer !== null) this.reconnects += 1;
       clearTimeout(this._retryTimer);
       this._retryTimer = null;
       this._backoff.reset();

@@ -209,6 +209,50 @@ def test_chromium_negotiates_compression_and_large_events_cross_both_ways(
     assert not tab.errors, tab.errors
 
 
+def test_a_reconnect_made_when_the_browser_comes_online_is_counted(
+    server: ServerThread, tabs: Callable[[str], Tab]
+) -> None:
+    # The backoff is long, so the only dial after the drop is the one the "online"
+    # event makes at once: it must count as a reconnect like the timer's would.
+    tab = tabs("online")
+    tab.page.goto(server.base_url + "/")
+    user_id = tab.page.evaluate(
+        """async () => {
+          const lib = await import("/client.js");
+          const c = new lib.TandemClient(`ws://${location.host}/`,
+                                         { backoffInitial: 60, backoffMax: 60 });
+          await c.connect();
+          window.c = c;
+          return c.userId;
+        }"""
+    )
+    assert server.server is not None
+    node = server.server.node
+
+    async def drop() -> None:
+        for conn in list(node.connections.values()):
+            if conn.user_id == user_id:
+                conn.abort(4000, "test: slow consumer")
+
+    server.call(drop)
+    state = tab.page.evaluate(
+        """async () => {
+          const c = window.c;
+          const deadline = performance.now() + 10000;
+          while (c.state !== "reconnecting" && performance.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 20));
+          }
+          window.dispatchEvent(new Event("online"));
+          while (c.state !== "open" && performance.now() < deadline) {
+            await new Promise((r) => setTimeout(r, 20));
+          }
+          return [c.state, c.reconnects];
+        }"""
+    )
+    assert state == ["open", 1]
+    assert not tab.errors, tab.errors
+
+
 def test_backoff_and_close_policy(server: ServerThread, tabs: Callable[[str], Tab]) -> None:
     tab = tabs("policy")
     tab.page.goto(server.base_url + "/")
