@@ -190,6 +190,32 @@ def test_receipt_counts_others_deliveries_acks_mentions_and_errors() -> None:
     assert state.roots == {"th1": ["cm1"], "th2": ["cm2"]}
 
 
+def test_one_frame_received_by_many_members_counts_for_each_of_them() -> None:
+    # A session's frame reaches every member with the same bytes; the generator decodes
+    # it once but still counts each receipt, with that member's own receipt time.
+    state = comments.CommentState()
+    frame = orjson.dumps(
+        [
+            thread_event("th1", "cm1", creator=5, stamp=1000),
+            {"type": "event", "name": "cursor", "data": {}},  # not a comment: not counted
+            thread_event("th2", "cm2", creator=7, stamp=1100),
+        ]
+    )
+    state.on_payload(frame, 1500, own_conn=7)  # creator of th2: one delivery, one echo
+    state.on_payload(frame, 1600, own_conn=8)  # neither: two deliveries
+    state.on_payload(frame, 1700, own_conn=5)  # creator of th1
+    st = state.stats
+    assert (st.deliveries, st.self_echoes) == (4, 2)
+    assert list(st.latency_us) == [500, 600, 500, 600]
+    assert state.threads == {"s0": ["th1", "th2"]}  # learnt once, not once per receipt
+    # Older frames are forgotten past FRAME_CACHE; one seen again is decoded again, alike.
+    for n in range(comments.FRAME_CACHE):
+        state.on_payload(orjson.dumps([thread_event(f"x{n}", f"c{n}", 9, 0)]), 10, own_conn=1)
+    state.on_payload(frame, 1800, own_conn=8)
+    assert (st.deliveries, st.self_echoes) == (4 + comments.FRAME_CACHE + 2, 2)
+    assert list(st.latency_us)[-2:] == [800, 700]
+
+
 def test_acked_per_second_spans_first_send_to_last_ack_over_every_process() -> None:
     reports: list[dict[str, Any]] = [
         {"first_sent_us": 2_000_000, "last_ack_us": 2_900_000},
