@@ -207,8 +207,8 @@ def test_one_frame_received_by_many_members_counts_for_each_of_them() -> None:
     st = state.stats
     assert (st.deliveries, st.self_echoes) == (4, 2)
     assert list(st.latency_us) == [500, 600, 500, 600]
-    assert state.threads == {"s0": ["th1", "th2"]}  # learnt once, not once per receipt
-    # Older frames are forgotten past FRAME_CACHE; one seen again is decoded again, alike.
+    assert state.threads == {"s0": ["th1", "th2"]}  # learnt from the cached frame too
+    # Once FRAME_CACHE other frames came after it, the frame is decoded again: same counts.
     for n in range(comments.FRAME_CACHE):
         state.on_payload(orjson.dumps([thread_event(f"x{n}", f"c{n}", 9, 0)]), 10, own_conn=1)
     state.on_payload(frame, 1800, own_conn=8)
