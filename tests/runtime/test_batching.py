@@ -7,7 +7,7 @@ import pytest
 import trio
 import trio.testing
 
-from runtime.actor import BatchPolicy, run_batch_loop
+from runtime.actor import BatchPolicy, LoadGauge, run_batch_loop
 from runtime.mailbox import Mailbox
 
 
@@ -28,6 +28,33 @@ def test_the_window_grows_with_cpu_load() -> None:
     assert policy.window(last_size=16, busy=0.0) == pytest.approx(0.01)
     # A max below the delay does not narrow it.
     assert BatchPolicy(delay=0.01, max_delay=0.0).window(1, 1.0) == pytest.approx(0.01)
+
+
+def test_a_message_right_after_another_does_not_make_a_light_actor_look_loaded() -> None:
+    gauge = LoadGauge(horizon=0.1)
+    gauge.record(cpu=0.0002, wall=0.5)  # one message after half a second idle
+    # The next one came 0.1 ms after the first was handled: that cycle alone is 67 %
+    # handling, but it is 0.3 ms of the actor's recent time.
+    load = gauge.record(cpu=0.0002, wall=0.0003)
+    assert load < 0.01
+    assert BatchPolicy(delay=0.01, max_delay=0.03).window(last_size=1, busy=load) == 0.0
+
+
+def test_steady_load_is_reached_within_a_few_horizons_and_a_long_idle_clears_it() -> None:
+    gauge = LoadGauge(horizon=0.1)
+    for _ in range(30):  # 0.33 s of 10 ms handlings with 1 ms idle between
+        gauge.record(cpu=0.010, wall=0.011)
+    assert 0.85 < gauge.load < 0.91
+    assert BatchPolicy(delay=0.01, max_delay=0.03).window(1, gauge.load) > 0.02
+    gauge.record(cpu=0.0002, wall=2.0)  # then two seconds idle
+    assert gauge.load < 0.001
+
+
+def test_a_gauge_without_a_horizon_is_the_last_cycle() -> None:
+    gauge = LoadGauge(horizon=0.0)
+    gauge.record(cpu=0.0002, wall=0.5)
+    assert gauge.record(cpu=0.0002, wall=0.0004) == pytest.approx(0.5)
+    assert gauge.record(cpu=0.0, wall=0.0) == pytest.approx(0.5)  # an empty cycle: unchanged
 
 
 class Recorder:
