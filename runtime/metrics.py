@@ -42,7 +42,11 @@ from runtime.protocol.errors import CloseCode
 
 
 class Counter:
-    """A monotonically increasing number (no lock: Trio thread only)."""
+    """A monotonically increasing number (no lock: Trio thread only).
+
+    The per-member send path adds to ``value`` directly: there, the call to ``inc``
+    was a measurable share of the whole fan-out (change 32 in docs/performance.md).
+    """
 
     __slots__ = ("value",)
 

@@ -130,10 +130,11 @@ class ClientConnection:
         return self.identity.name if self.identity else ""
 
     def send_shared(self, frame: SharedFrame) -> None:
-        # Called once per member for every fan-out frame: no properties, one metric call.
+        # Called once per member for every fan-out frame: no properties, and the
+        # counter's value is added to without a call (a call is ~4 % of a 1000 x 150 run).
         outbox = self._outbox
         if outbox is not None and not self.closed:
-            _MESSAGES_OUT.inc()
+            _MESSAGES_OUT.value += 1
             outbox.write(frame.deflated() if self.deflate else frame.websocket)
 
     def send(self, message: dict[str, Any]) -> None:
