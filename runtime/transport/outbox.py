@@ -147,7 +147,7 @@ class Outbox:
                 except trio.BrokenResourceError:
                     self._mark_broken()
                     return
-                    _BYTES_OUT.inc(sent)
+                _BYTES_OUT.inc(sent)
                 self.queued_bytes -= sent
                 if sent < len(chunk):
                     queue.appendleft(chunk[sent:])
