@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     meta: dict[str, Any] = {
         "scenario": args.scenario,
         "started": started,
-        "argv": " ".join(sys.argv[1:]),
+        "argv": " ".join(sys.argv[1:] if argv is None else argv),
         "connections": plan.connections,
         "sessions": len(plan.sessions),
         "members_per_session": max(plan.sessions.values()),

@@ -50,6 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument("--url", default="http://127.0.0.1:8080", help="the node's base URL")
     report.add_argument("--since", default="10m", help="interval between two scrapes (5s, 10m)")
     report.add_argument("--markdown", metavar="FILE", help="also write the report as Markdown")
+    # Everything after `bench` is the load generator's own command line (its --help too).
+    commands.add_parser(
+        "bench",
+        add_help=False,
+        help="run a load-generator scenario: tandem bench SCENARIO [options] "
+        "(python -m loadgen; needs `pip install 'tandem[bench]'`)",
+    )
     from runtime import admin_cli
 
     admin_cli.add_commands(commands)  # keys generate|rotate, audit verify
@@ -57,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(list(argv or sys.argv[1:])[1:])
+        if args.command == "bench":
+            return _bench(list(argv or sys.argv[1:])[1:])
         if args.command == "token":
             return _token(args)
         if args.command == "migrate":
@@ -72,6 +81,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(version("tandem"))
     return 0
+
+
+def _bench(argv: list[str]) -> int:
+    """``tandem bench ...`` is ``python -m loadgen ...`` (see loadgen/README.md)."""
+    try:
+        from loadgen.cli import main as loadgen_main
+    except ImportError as exc:  # the generator's extras (hdrhistogram, the peers) are optional
+        print(
+            f"tandem bench: the load generator is not installed ({exc}); "
+            "pip install 'tandem[bench]' from a checkout of the repository",
+            file=sys.stderr,
+        )
+        return 2
+    return loadgen_main(argv)
 
 
 def _serve(argv: list[str]) -> int:

@@ -39,12 +39,13 @@ STEP_FIELDS = {
 }
 
 
-def run_fanout(target: str, out: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+def run_fanout(
+    target: str, out: Path, command: tuple[str, ...] = ("-m", "loadgen")
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     proc = subprocess.run(
         [
             sys.executable,
-            "-m",
-            "loadgen",
+            *command,
             "fanout",
             "--target",
             target,
@@ -91,12 +92,14 @@ def test_fanout_against_trio_naive_peer_delivers_everything(tmp_path: Path) -> N
 
 
 @pytest.mark.integration
-def test_fanout_against_tandem(tmp_path: Path) -> None:
+def test_fanout_against_tandem_through_tandem_bench(tmp_path: Path) -> None:
     try:
         importlib.import_module("runtime.cli")
     except ImportError as exc:
         pytest.skip(f"Tandem's server is not importable yet: {exc}")
-    proc, doc = run_fanout("tandem", tmp_path)
+    # Through `tandem bench`, which hands its arguments to the generator unchanged.
+    proc, doc = run_fanout("tandem", tmp_path, ("-m", "runtime.cli", "bench"))
+    assert doc["meta"]["argv"].startswith("fanout --target tandem ")
     [result] = doc["results"]
     assert result["status"] in ("OK", "INVALID"), proc.stdout + proc.stderr
     [step] = result["steps"]
@@ -178,3 +181,13 @@ def test_cluster_of_two_nodes_delivers_across_nodes(tmp_path: Path) -> None:
     assert step["members_per_node"] == [3, 3] and step["publishers_per_node"] == [1, 1]
     assert step["delivered"] == step["expected"] == step["published"] * 6
     assert len(step["node_cpu_seconds"]) == 2
+
+
+def test_tandem_bench_without_the_generator_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from runtime.cli import main
+
+    monkeypatch.setitem(sys.modules, "loadgen.cli", None)  # as if loadgen were not installed
+    assert main(["bench", "fanout", "--target", "tandem"]) == 2
+    assert "pip install 'tandem[bench]'" in capsys.readouterr().err
