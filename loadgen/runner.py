@@ -100,6 +100,13 @@ def _configs(plan: Plan, server: Server, opts: Options) -> list[WorkerConfig]:
     ]
 
 
+def progress_bar(done: float, total: float, width: int = 20) -> str:
+    """``[#######-------------]  35%``: how far a ramp or a timed phase has got."""
+    share = 0.0 if total <= 0 else min(1.0, max(0.0, done / total))
+    filled = round(share * width)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {100 * share:3.0f}%"
+
+
 class ScenarioRun:
     """Drives the phases (connect, then one publishing step per rate) and builds the result."""
 
@@ -125,6 +132,7 @@ class ScenarioRun:
         self._last_tick = (time.monotonic(), sample_server(server)[0].cpu_seconds)
         self.phase = "start"
         self.expected_so_far = 0
+        self._timed: tuple[float, float] | None = None  # a timed phase's (start, seconds)
 
     def close(self) -> None:
         self.pool.close()
@@ -139,11 +147,17 @@ class ScenarioRun:
         gen = self.gen_cpu.fractions(wall)
         p = self.pool
         delivered = p.total("events") + p.total("presence")
+        if self.phase == "connect":  # the ramp: joined of all
+            bar = " " + progress_bar(p.total("joined"), self.plan.connections)
+        elif self._timed is not None:  # holding idle, or publishing: time of the phase's
+            bar = " " + progress_bar(now - self._timed[0], self._timed[1])
+        else:
+            bar = ""
         self.log(
             f"{self.server.label:>13} {self.phase:>10} {now - self.started:6.1f}s "
             f"joined={p.total('joined'):>6} sent={p.total('sent'):>7} "
             f"delivered={delivered:>9} srv_cpu={100 * (srv - last_cpu) / wall:5.0f}% "
-            f"gen_cpu={','.join(f'{100 * g:.0f}%' for g in gen.values())}"
+            f"gen_cpu={','.join(f'{100 * g:.0f}%' for g in gen.values())}{bar}"
         )
 
     # -- phases -----------------------------------------------------------------------------
@@ -180,7 +194,9 @@ class ScenarioRun:
     def idle(self, seconds: float) -> dict[str, Any]:
         self.phase = "idle"
         before = sample_server(self.server)[0]
+        self._timed = (time.monotonic(), seconds)
         self.pool.pump(seconds, self.tick)
+        self._timed = None
         after = sample_server(self.server)[0]
         return {
             "idle_seconds": seconds,
@@ -204,7 +220,9 @@ class ScenarioRun:
         self.pool.broadcast(
             {"cmd": "run", "rate": per_pub, "start_at": start_at, "duration": duration}
         )
+        self._timed = (time.monotonic(), duration)  # workers start when the command arrives
         published_msgs = self.pool.wait_for("published", duration + 30, self.tick)
+        self._timed = None
         window = time.monotonic() - t0
         gen_fracs = list(gen_meter.fractions(window).values())
         srv_window = sample_server(self.server)[0].cpu_seconds - srv0.cpu_seconds

@@ -13,7 +13,7 @@ import pytest
 from loadgen import comments
 from loadgen.cli import _runs, parse_args, plan_from_args
 from loadgen.report import add_ratios, markdown
-from loadgen.runner import acked_per_second
+from loadgen.runner import acked_per_second, progress_bar
 from loadgen.scenarios import build_plan, cluster_plan, members_per_node, publishers_per_node
 from loadgen.servers import run_name, schema_url
 
@@ -327,3 +327,12 @@ def test_baseline_rate_runs_the_peer_at_both_rates_without_the_p99_stop() -> Non
     assert runs["tandem"].rates == [150.0]
     assert runs["websockets"].rates == [50.0, 150.0]
     assert runs["websockets"].fixed_rates and not runs["tandem"].fixed_rates
+
+
+def test_progress_bar_fills_with_the_share_done_and_stays_within_its_width() -> None:
+    assert progress_bar(0, 10_000) == "[--------------------]   0%"
+    assert progress_bar(3_500, 10_000) == "[#######-------------]  35%"
+    assert progress_bar(10_000, 10_000) == "[####################] 100%"
+    # A phase that runs over its time, or a total of nothing, does not overflow the bar.
+    assert progress_bar(12, 10) == progress_bar(1, 1) == "[####################] 100%"
+    assert progress_bar(5, 0) == "[--------------------]   0%"
