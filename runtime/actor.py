@@ -60,6 +60,13 @@ class BatchPolicy:
     message it accepts (None: any message). A session waits for more events,
     never for more presence changes: those come from its presence actor at most
     once per flush interval, so a window would only delay each of them.
+
+    ``min_interval`` paces the handler instead: a batch starts at most once per
+    ``min_interval`` seconds (trio's clock). A message after a quiet spell is
+    handled at once; one that comes sooner waits for the interval to run out,
+    gathering whatever else comes meanwhile. For work that costs per batch and
+    can wait a little, such as an inbox, where every occurrence of one thread's
+    activity in a batch becomes one stored row.
     """
 
     max_batch: int = 512
@@ -69,6 +76,7 @@ class BatchPolicy:
     widen_busy: float = 0.5
     widen_for: Callable[[Any], bool] | None = None
     load_horizon: float = 0.1
+    min_interval: float = 0.0
 
     def window(self, last_size: int, busy: float) -> float:
         """Seconds to wait for more messages after the queued ones (0: handle now)."""
@@ -135,6 +143,7 @@ async def run_batch_loop(
     them; what ``handle`` was given is the handler's own business.
     """
     last_size = 0
+    last_started = -math.inf  # trio's clock, for min_interval
     gauge = LoadGauge(policy.load_horizon)
     # Both real clocks, so the ratio means something under a MockClock too (where it is
     # still real-time dependent: the test kit turns the delay off for determinism).
@@ -159,11 +168,11 @@ async def run_batch_loop(
         batch = [first]
         _drain_into(batch, mailbox, policy.max_batch)
         window = policy.window(last_size, gauge.load)
-        if (
-            window > 0
-            and len(batch) < policy.max_batch
-            and (policy.widen_for is None or any(map(policy.widen_for, batch)))
-        ):
+        if window > 0 and policy.widen_for is not None and not any(map(policy.widen_for, batch)):
+            window = 0.0
+        if policy.min_interval > 0:
+            window = max(window, last_started + policy.min_interval - trio.current_time())
+        if window > 0 and len(batch) < policy.max_batch:
             try:
                 with trio.move_on_after(window):
                     while len(batch) < policy.max_batch and not isinstance(batch[-1], Fail):
@@ -184,6 +193,7 @@ async def run_batch_loop(
                 raise InjectedFailure(message.reason)
         started = clock()
         cpu_started = cpu()
+        last_started = trio.current_time()
         await handler.handle(batch)
         idle_since = clock()
         gauge.record(cpu() - cpu_started, idle + (idle_since - started))

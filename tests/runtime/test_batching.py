@@ -129,3 +129,14 @@ async def test_only_a_batch_with_a_message_worth_waiting_for_gets_a_window(
     # Nothing in [100] is worth a window: handled at once, the late pair on its own.
     batches = await _run(attrs.evolve(waits, widen_for=lambda n: n < 100), script)
     assert batches[1:3] == [[100], [101, 102]]
+
+
+async def test_min_interval_paces_batches(autojump_clock: trio.testing.MockClock) -> None:
+    batches = await _run(
+        BatchPolicy(max_batch=512, delay=0.0, min_interval=0.25),
+        # one alone; two more 10 ms and 100 ms later; then one after a quiet second
+        [(0.0, [1]), (0.01, [2]), (0.09, [3]), (1.0, [4])],
+    )
+    # The first is handled at once; the next two wait out the interval together; the
+    # last comes after a quiet spell longer than the interval, so it does not wait.
+    assert batches == [[1], [2, 3], [4]]
