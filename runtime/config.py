@@ -132,6 +132,9 @@ class Settings:
     notification_group_window: float = _setting(
         300.0, "seconds within which activity on one thread groups into one notification"
     )
+    notification_pace: float = _setting(
+        0.25, "seconds between one inbox's writes while notifications keep coming"
+    )
     webhook_retry_base: float = _setting(1.0, "seconds before the first webhook retry (doubles)")
     webhook_retry_cap: float = _setting(3600.0, "most seconds between webhook retries")
     webhook_disable_after: float = _setting(

@@ -92,6 +92,7 @@ class Collaboration:
         self.inboxes_supervisor = Supervisor("inboxes", RestartPolicy(max_restarts=5, period=10.0))
         inbox_config = InboxConfig(
             group_window=getattr(settings, "notification_group_window", 300.0),
+            pace=getattr(settings, "notification_pace", 0.25),
             passivate_after=settings.passivate_after,
         )
         self.inbox_kind: ActorKind[Mailbox[InboxMessage]] = ActorKind(

@@ -43,7 +43,8 @@ async def test_mentions_of_offline_users_arrive_on_connect(
 
 
 async def test_live_to_every_tab_grouped_and_read(autojump_clock: trio.testing.MockClock) -> None:
-    async with open_test_server(notification_group_window=300.0) as server:
+    # No pacing: every occurrence is its own write and push (the pacing test is below).
+    async with open_test_server(notification_group_window=300.0, notification_pace=0.0) as server:
         service = server.node.collab.comments
         async with (
             server.websocket(token=server.token("alice")) as w1,
@@ -75,6 +76,30 @@ async def test_live_to_every_tab_grouped_and_read(autojump_clock: trio.testing.M
             assert done["result"] == {"marked": 1, "unread": 0}
 
 
+async def test_occurrences_within_the_pace_are_one_write(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_test_server(notification_pace=10.0) as server:
+        service = server.node.collab.comments
+        async with server.websocket(token=server.token("alice")) as ws:
+            tab = Inbox(ws)
+            assert (await tab.next())["type"] == "welcome"
+            thread = (await service.create_thread("alice", SID, body="root")).result
+            await service.create_comment("bob", SID, thread["id"], body="one")
+            first = (await tab.next_of("notification"))["notification"]
+            first_at = trio.current_time()
+            assert first["count"] == 1  # the first after a quiet spell: at once
+            for user in ("carol", "bob"):
+                await service.create_comment(user, SID, thread["id"], body="more")
+            merged = (await tab.next_of("notification"))["notification"]
+            # Both waited out the pace and were stored as one write of the same group.
+            assert trio.current_time() - first_at >= 10.0
+            assert merged["id"] == first["id"] and merged["count"] == 3
+            assert merged["actorIds"] == ["carol", "bob"]
+            page = await tab.request(type="notifications:list")
+            assert [n["count"] for n in page["result"]["notifications"]] == [3]
+
+
 async def test_custom_kind_over_http_and_revoked_readers(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
@@ -88,6 +113,7 @@ async def test_custom_kind_over_http_and_revoked_readers(
         assert status == 201 and body["kind"] == "export_ready"
         service = server.node.collab.comments
         await service.create_thread("alice", SID, body="@bob", mentions=["bob"])
+        await trio.sleep(1)  # past the inbox's pace: stored while bob could still read
         await server.http("DELETE", f"/v1/sessions/{SID}/members/bob")
         await service.create_thread("alice", SID, body="@bob again", mentions=["bob"])
         await trio.sleep(1)
