@@ -73,7 +73,7 @@ class BatchPolicy:
     delay: float = 0.0
     max_delay: float = 0.0  # below ``delay``: no growth
     widen_at: int = 16
-    widen_busy: float = 0.5
+    widen_busy: float = 0.5  # sessions: the batch_widen_load setting
     widen_for: Callable[[Any], bool] | None = None
     load_horizon: float = 0.1
     min_interval: float = 0.0

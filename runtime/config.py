@@ -78,6 +78,9 @@ class Settings:
     batch_delay_max: float = _setting(
         0.030, "widest batching window, reached as a session's CPU load nears 100 % (seconds)"
     )
+    batch_widen_load: float = _setting(
+        0.35, "share of a session's recent time spent handling from which its window opens"
+    )
     memory_retention: int = _setting(1000, "events per session kept in memory for fast resume")
     passivate_after: float = _setting(300.0, "seconds an idle actor lives before it is stopped")
     db_pool_min: int = _setting(2, "PostgreSQL connections kept open")
@@ -284,6 +287,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError("max_message_bytes must be >= 1024")
     if not 0 <= settings.presence_interval <= 10:
         raise ConfigError("presence_interval must be between 0 and 10 seconds")
+    if not 0 <= settings.batch_widen_load < 1:
+        raise ConfigError("batch_widen_load must be at least 0 and below 1")
+    if settings.notification_pace < 0:
+        raise ConfigError("notification_pace must be >= 0 seconds")
 
 
 def public_view(settings: Settings) -> dict[str, Any]:

@@ -121,6 +121,7 @@ class TandemNode:
                 max_batch=settings.batch_max,
                 delay=settings.batch_delay,
                 max_delay=settings.batch_delay_max,
+                widen_busy=settings.batch_widen_load,
             ),
             retention_events=settings.retention_events,
             retention_seconds=settings.retention_seconds,

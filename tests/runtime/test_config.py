@@ -89,3 +89,16 @@ def test_rs256_tokens_verify_through_a_jwks_file(tmp_path: Path) -> None:
 def test_presence_interval_out_of_range_is_refused(value: str) -> None:
     with pytest.raises(ConfigError, match="presence_interval"):
         load_settings([], {"TANDEM_PRESENCE_INTERVAL": value})
+
+
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [
+        ("TANDEM_BATCH_WIDEN_LOAD", "1"),  # a window could never open, and would divide by 0
+        ("TANDEM_BATCH_WIDEN_LOAD", "-0.1"),
+        ("TANDEM_NOTIFICATION_PACE", "-1"),
+    ],
+)
+def test_batching_settings_out_of_range_are_refused(env: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=env.removeprefix("TANDEM_").lower()):
+        load_settings([], {env: value})
