@@ -91,8 +91,8 @@ class Collaboration:
         self.inbox_writer = InboxWriter(self.notifications)
         self.inboxes_supervisor = Supervisor("inboxes", RestartPolicy(max_restarts=5, period=10.0))
         inbox_config = InboxConfig(
-            group_window=getattr(settings, "notification_group_window", 300.0),
-            pace=getattr(settings, "notification_pace", 0.25),
+            group_window=settings.notification_group_window,
+            pace=settings.notification_pace,
             passivate_after=settings.passivate_after,
         )
         self.inbox_kind: ActorKind[Mailbox[InboxMessage]] = ActorKind(
@@ -113,10 +113,10 @@ class Collaboration:
         self.webhooks = Webhooks(
             self.stores.webhooks,
             config=WebhookConfig(
-                retry_base=getattr(settings, "webhook_retry_base", 1.0),
-                retry_cap=getattr(settings, "webhook_retry_cap", 3600.0),
-                disable_after=getattr(settings, "webhook_disable_after", 3 * 86400.0),
-                request_timeout=getattr(settings, "webhook_timeout", 10.0),
+                retry_base=settings.webhook_retry_base,
+                retry_cap=settings.webhook_retry_cap,
+                disable_after=settings.webhook_disable_after,
+                request_timeout=settings.webhook_timeout,
             ),
             clock=node.wall_clock,
         )

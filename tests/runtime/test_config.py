@@ -94,7 +94,7 @@ def test_presence_interval_out_of_range_is_refused(value: str) -> None:
 @pytest.mark.parametrize(
     ("env", "value"),
     [
-        ("TANDEM_BATCH_WIDEN_LOAD", "1"),  # a window could never open, and would divide by 0
+        ("TANDEM_BATCH_WIDEN_LOAD", "1"),  # the window's growth would divide by 1 - it
         ("TANDEM_BATCH_WIDEN_LOAD", "-0.1"),
         ("TANDEM_NOTIFICATION_PACE", "-1"),
     ],
