@@ -61,6 +61,14 @@ class BatchPolicy:
     never for more presence changes: those come from its presence actor at most
     once per flush interval, so a window would only delay each of them.
 
+    ``widen_rate`` opens the window by offered work instead of CPU share: the
+    messages worth waiting for, each weighing ``fanout()`` (a session: its local
+    members), per second of the actor's recent time. From ``widen_rate`` the
+    window opens at ``delay`` and grows to ``max_delay`` at twice that rate
+    (0: off). The CPU share alone depends on the machine and falls as the window
+    widens (fewer frames cost less), so a heavy fan-out on a fast machine never
+    reached a wide window; the offered rate does not move with the window.
+
     ``min_interval`` paces the handler instead: a batch starts at most once per
     ``min_interval`` seconds (trio's clock). A message after a quiet spell is
     handled at once; one that comes sooner waits for the interval to run out,
@@ -75,21 +83,35 @@ class BatchPolicy:
     widen_at: int = 16
     widen_busy: float = 0.5  # sessions: the batch_widen_load setting
     widen_for: Callable[[Any], bool] | None = None
+    widen_rate: float = 0.0  # sessions: the batch_widen_rate setting
+    fanout: Callable[[], int] | None = None
     load_horizon: float = 0.1
     min_interval: float = 0.0
 
-    def window(self, last_size: int, busy: float) -> float:
+    def window(self, last_size: int, busy: float, rate: float = 0.0) -> float:
         """Seconds to wait for more messages after the queued ones (0: handle now)."""
-        if self.delay <= 0 or (last_size < self.widen_at and busy < self.widen_busy):
+        by_rate = self.widen_rate > 0 and rate >= self.widen_rate
+        loaded = last_size >= self.widen_at or busy >= self.widen_busy or by_rate
+        if self.delay <= 0 or not loaded:
             return 0.0
         top = max(self.delay, self.max_delay)
-        share = min(1.0, max(0.0, (busy - self.widen_busy) / (1.0 - self.widen_busy)))
+        share = _share(busy, self.widen_busy, 1.0)
+        if by_rate:
+            share = max(share, _share(rate, self.widen_rate, 2 * self.widen_rate))
         return self.delay + (top - self.delay) * share
+
+
+def _share(value: float, low: float, high: float) -> float:
+    """Where ``value`` lies from ``low`` (0) to ``high`` (1), clamped."""
+    return min(1.0, max(0.0, (value - low) / (high - low)))
 
 
 @attrs.define
 class LoadGauge:
     """The share of an actor's recent wall time spent handling (in CPU time).
+
+    (The same average of an amount per wall second serves as the offered-rate
+    gauge: ``record(cpu=messages x fanout, wall=...)``.)
 
     One cycle (idle wait, then handling) alone says little: a message that comes
     just after the previous one was handled makes a cycle of almost no idle time,
@@ -145,6 +167,11 @@ async def run_batch_loop(
     last_size = 0
     last_started = -math.inf  # trio's clock, for min_interval
     gauge = LoadGauge(policy.load_horizon)
+    # Deliveries offered per second (widen_rate), on trio's clock: an amount per
+    # time, not a CPU share, so MockClock tests see it deterministically.
+    rate = LoadGauge(policy.load_horizon)
+    fanout = policy.fanout if policy.widen_rate > 0 else None
+    rate_since = trio.current_time()
     # Both real clocks, so the ratio means something under a MockClock too (where it is
     # still real-time dependent: the test kit turns the delay off for determinism).
     clock = time.monotonic
@@ -162,12 +189,14 @@ async def run_batch_loop(
                 mailbox.close()
                 return
             gauge.reset()
+            rate.reset()
             idle_since = clock()
+            rate_since = trio.current_time()
             continue
         idle = clock() - idle_since
         batch = [first]
         _drain_into(batch, mailbox, policy.max_batch)
-        window = policy.window(last_size, gauge.load)
+        window = policy.window(last_size, gauge.load, rate.load)
         if window > 0 and policy.widen_for is not None and not any(map(policy.widen_for, batch)):
             window = 0.0
         if policy.min_interval > 0:
@@ -197,6 +226,11 @@ async def run_batch_loop(
         await handler.handle(batch)
         idle_since = clock()
         gauge.record(cpu() - cpu_started, idle + (idle_since - started))
+        if fanout is not None:
+            worth = len(batch) if policy.widen_for is None else sum(map(policy.widen_for, batch))
+            now = trio.current_time()
+            rate.record(worth * fanout(), now - rate_since)
+            rate_since = now
 
 
 def _drain_into(batch: list[Any], mailbox: Mailbox[Any], limit: int) -> None:

@@ -81,6 +81,11 @@ class Settings:
     batch_widen_load: float = _setting(
         0.35, "share of a session's recent time spent handling from which its window opens"
     )
+    batch_widen_rate: float = _setting(
+        50_000.0,
+        "deliveries/s offered to a session (events x local members) from which its window"
+        " opens whatever its CPU load, fully at twice that (0: off)",
+    )
     memory_retention: int = _setting(1000, "events per session kept in memory for fast resume")
     passivate_after: float = _setting(300.0, "seconds an idle actor lives before it is stopped")
     db_pool_min: int = _setting(2, "PostgreSQL connections kept open")
@@ -289,6 +294,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("presence_interval must be between 0 and 10 seconds")
     if not 0 <= settings.batch_widen_load < 1:
         raise ConfigError("batch_widen_load must be at least 0 and below 1")
+    if not settings.batch_widen_rate >= 0:
+        raise ConfigError("batch_widen_rate must be at least 0")
     if settings.notification_pace < 0:
         raise ConfigError("notification_pace must be >= 0 seconds")
 

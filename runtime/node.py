@@ -122,6 +122,7 @@ class TandemNode:
                 delay=settings.batch_delay,
                 max_delay=settings.batch_delay_max,
                 widen_busy=settings.batch_widen_load,
+                widen_rate=settings.batch_widen_rate,
             ),
             retention_events=settings.retention_events,
             retention_seconds=settings.retention_seconds,

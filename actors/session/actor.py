@@ -152,7 +152,11 @@ class SessionActor:
             await run_batch_loop(
                 self,
                 self._mailbox,
-                policy=attrs.evolve(self._config.batch, widen_for=_worth_a_window),
+                policy=attrs.evolve(
+                    self._config.batch,
+                    widen_for=_worth_a_window,
+                    fanout=lambda: len(self._local),
+                ),
                 passivate_after=self._config.passivate_after,
                 on_lost=self._refuse_joins,
             )

@@ -30,6 +30,21 @@ def test_the_window_grows_with_cpu_load() -> None:
     assert BatchPolicy(delay=0.01, max_delay=0.0).window(1, 1.0) == pytest.approx(0.01)
 
 
+def test_the_window_opens_by_offered_rate_whatever_the_cpu_load() -> None:
+    policy = BatchPolicy(delay=0.01, max_delay=0.03, widen_rate=50_000)
+    assert policy.window(last_size=1, busy=0.0, rate=49_999) == 0.0
+    assert policy.window(last_size=1, busy=0.0, rate=50_000) == pytest.approx(0.01)
+    assert policy.window(last_size=1, busy=0.0, rate=75_000) == pytest.approx(0.02)
+    assert policy.window(last_size=1, busy=0.0, rate=100_000) == pytest.approx(0.03)
+    assert policy.window(last_size=1, busy=0.0, rate=900_000) == pytest.approx(0.03)
+    # Both rules apply: the wider window wins.
+    assert policy.window(last_size=1, busy=0.75, rate=50_000) == pytest.approx(0.02)
+    assert policy.window(last_size=1, busy=0.5, rate=75_000) == pytest.approx(0.02)
+    # Off by default, and with no delay there is no window at all.
+    assert BatchPolicy(delay=0.01, max_delay=0.03).window(1, 0.0, rate=1e9) == 0.0
+    assert attrs.evolve(policy, delay=0.0).window(1, 0.0, rate=1e9) == 0.0
+
+
 def test_a_message_right_after_another_does_not_make_a_light_actor_look_loaded() -> None:
     gauge = LoadGauge(horizon=0.1)
     gauge.record(cpu=0.0002, wall=0.5)  # one message after half a second idle
@@ -140,3 +155,23 @@ async def test_min_interval_paces_batches(autojump_clock: trio.testing.MockClock
     # The first is handled at once; the next two wait out the interval together; the
     # last comes after a quiet spell longer than the interval, so it does not wait.
     assert batches == [[1], [2, 3], [4]]
+
+
+async def test_a_heavy_fanout_waits_for_more_and_a_light_one_does_not(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # One message every 5 ms (200/s) for a second: to 1,000 members that is 200,000
+    # deliveries per second, past twice widen_rate, so the window is fully open and
+    # messages share batches; to 10 members it is 2,000/s, and each goes alone.
+    script = [(0.005, [n]) for n in range(200)]
+    policy = BatchPolicy(max_batch=512, delay=0.01, max_delay=0.03, widen_rate=50_000)
+    heavy = await _run(attrs.evolve(policy, fanout=lambda: 1000), script)
+    light = await _run(attrs.evolve(policy, fanout=lambda: 10), script)
+    assert [n for batch in heavy for n in batch] == list(range(200))
+    assert light == [[n] for n in range(200)]
+    # Once the gauge has seen the rate (a few load horizons), a 30 ms window takes ~6.
+    assert all(len(batch) >= 5 for batch in heavy[10:-1])
+    assert len(heavy) < 50
+    # Only messages worth a window count toward the rate.
+    none_worth = attrs.evolve(policy, fanout=lambda: 1000, widen_for=lambda n: False)
+    assert await _run(none_worth, script) == [[n] for n in range(200)]

@@ -96,6 +96,8 @@ def test_presence_interval_out_of_range_is_refused(value: str) -> None:
     [
         ("TANDEM_BATCH_WIDEN_LOAD", "1"),  # the window's growth would divide by 1 - it
         ("TANDEM_BATCH_WIDEN_LOAD", "-0.1"),
+        ("TANDEM_BATCH_WIDEN_RATE", "-1"),
+        ("TANDEM_BATCH_WIDEN_RATE", "nan"),  # every comparison with it is false
         ("TANDEM_NOTIFICATION_PACE", "-1"),
     ],
 )
