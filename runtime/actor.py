@@ -66,8 +66,9 @@ class BatchPolicy:
     members), per second of the actor's recent time. From ``widen_rate`` the
     window opens at ``delay`` and grows to ``max_delay`` at twice that rate
     (0: off). The CPU share alone depends on the machine and falls as the window
-    widens (fewer frames cost less), so a heavy fan-out on a fast machine never
-    reached a wide window; the offered rate does not move with the window.
+    widens (fewer frames cost less), so a heavy fan-out settled near the narrow
+    end; the offered rate does not move with the window. In cluster mode only this
+    node's members count: each node's relay fans out the owner's frames itself.
 
     ``min_interval`` paces the handler instead: a batch starts at most once per
     ``min_interval`` seconds (trio's clock). A message after a quiet spell is
