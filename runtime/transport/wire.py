@@ -45,14 +45,24 @@ class SocketWire:
         self._sock = sock
         self.peer = peer
         self._closed = False
+        self._drained = False  # the last read took less than asked: wait before the next
 
     async def receive_some(self, max_bytes: int) -> bytes:
         # As trio's own socket methods: one checkpoint per call. The wait for
         # readability is one; only bytes read without waiting need a yield of
         # their own. (The extra yield cost ~3 of ~21 µs of CPU per read on quiet
         # sockets: python -m loadgen.receive_cost.)
-        await trio.lowlevel.checkpoint_if_cancelled()
+        # After a read that took less than it asked for, the socket was emptied, and
+        # a client that sends a message at a time (a cursor at 20 Hz) has sent
+        # nothing more yet: wait for readability first rather than pay a recv() that
+        # fails with EAGAIN (31.8 → 28.7 µs of CPU per read in receive_cost). A
+        # full read goes on reading at once.
         waited = False
+        if self._drained and not self._closed:  # closed: recv() below says so
+            await trio.lowlevel.wait_readable(self._sock)
+            waited = True
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             try:
                 data = self._sock.recv(max_bytes)
@@ -64,6 +74,7 @@ class SocketWire:
                 if self._closed:
                     raise trio.ClosedResourceError from None
                 return b""  # reset by peer: the same as end of stream to us
+            self._drained = len(data) < max_bytes
             if not waited:
                 await trio.lowlevel.cancel_shielded_checkpoint()
             return data
