@@ -296,7 +296,7 @@ def validate(settings: Settings) -> None:
         raise ConfigError("batch_widen_load must be at least 0 and below 1")
     if not settings.batch_widen_rate >= 0:
         raise ConfigError("batch_widen_rate must be at least 0")
-    if settings.notification_pace < 0:
+    if not settings.notification_pace >= 0:  # NaN too: it would turn pacing off unsaid
         raise ConfigError("notification_pace must be >= 0 seconds")
 
 

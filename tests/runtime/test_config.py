@@ -99,6 +99,7 @@ def test_presence_interval_out_of_range_is_refused(value: str) -> None:
         ("TANDEM_BATCH_WIDEN_RATE", "-1"),
         ("TANDEM_BATCH_WIDEN_RATE", "nan"),  # every comparison with it is false
         ("TANDEM_NOTIFICATION_PACE", "-1"),
+        ("TANDEM_NOTIFICATION_PACE", "nan"),
     ],
 )
 def test_batching_settings_out_of_range_are_refused(env: str, value: str) -> None:
